@@ -49,6 +49,7 @@ class TrainConfig:
     work_dir: Optional[Path] = None
     resume: bool = False
     max_steps: int = 0
+    eval_limit: int = 0
     data_root: Path = fashion_mnist.DEFAULT_ROOT
     options: Dict[str, object] = field(default_factory=dict)
 
@@ -161,7 +162,7 @@ def train(config: TrainConfig) -> Dict[str, object]:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
         pct_start=0.25)
-    start_epoch = 0
+    start_epoch = resumed_from = 0
     state_path = Path(config.work_dir) / 'last.pt' if config.work_dir else None
     if config.resume and state_path is not None and state_path.is_file():
         state = torch.load(state_path, map_location='cpu', weights_only=True)
@@ -169,7 +170,7 @@ def train(config: TrainConfig) -> Dict[str, object]:
         optimizer.load_state_dict(state['optimizer'])
         scheduler.load_state_dict(state['scheduler'])
         generator.set_state(state['generator'])
-        start_epoch = int(state['epoch'])
+        start_epoch = resumed_from = int(state['epoch'])
         print(f'resumed from {state_path} after epoch {start_epoch}', file=sys.stderr)
 
     started = time.monotonic()
@@ -213,8 +214,11 @@ def train(config: TrainConfig) -> Dict[str, object]:
     train_seconds = time.monotonic() - started
 
     network.eval()
+    limit = slice(0, config.eval_limit or None)
+    val_index = val_index[limit]
     val_logits = exit_logits(network, inputs[val_index])
     test_images, test_labels = fashion_mnist.load('test', root=config.data_root)
+    test_images, test_labels = test_images[limit], test_labels[limit]
     test_logits = exit_logits(network, normalize_images(test_images, model_config.input))
     metrics = {
         'dataset': 'fashion-mnist',
@@ -227,6 +231,8 @@ def train(config: TrainConfig) -> Dict[str, object]:
             'exit_weights': list(weights),
             'seconds': round(train_seconds, 1),
             'steps': steps,
+            'resumed_from_epoch': resumed_from,
+            'evaluated_test_images': len(test_labels),
             'torch': str(torch.__version__),
             'threads': torch.get_num_threads(),
             'machine': f'{platform.machine()} {os.cpu_count()} cpus',
@@ -259,6 +265,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--work-dir', type=Path, help='where resumable training state goes')
     parser.add_argument('--resume', action='store_true', help='continue from --work-dir')
     parser.add_argument('--max-steps', type=int, default=0, help='stop early (smoke runs)')
+    parser.add_argument('--eval-limit', type=int, default=0,
+                        help='evaluate on the first N images only (smoke runs; 0: all)')
     parser.add_argument('--data-root', type=Path, default=fashion_mnist.DEFAULT_ROOT)
     return parser
 
@@ -273,7 +281,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             exit_weights=tuple(args.exit_weights),
             distill_temperature=args.distill_temperature, use_labels=not args.no_labels,
             init=args.init, seed=args.seed, threads=args.threads, work_dir=args.work_dir,
-            resume=args.resume, max_steps=args.max_steps, data_root=args.data_root)
+            resume=args.resume, max_steps=args.max_steps,
+            eval_limit=args.eval_limit, data_root=args.data_root)
         metrics = train(config)
     except (ValueError, FileNotFoundError) as error:
         print(f'delen-train: {error}', file=sys.stderr)

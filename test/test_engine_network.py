@@ -1,0 +1,101 @@
+"""Resumable stage-by-stage execution gives exactly the logits of a plain forward pass."""
+
+import pytest
+import torch
+from torchvision import models
+
+from delen_ros.engine import (build_multi_exit, from_torchvision, InputSpec, MultiExitConfig,
+                              MultiExitNetwork)
+
+FAMILIES = [
+    ('compact_resnet', 28, 1, True),
+    ('resnet18', 32, 1, True),
+    ('resnet34', 32, 3, True),
+    ('resnet50', 64, 3, False),
+    ('mobilenet_v3_small', 64, 3, False),
+    ('mobilenet_v3_large', 32, 1, True),
+    ('efficientnet_b0', 64, 3, False),
+]
+
+
+def _config(arch, size, channels, small_input):
+    return MultiExitConfig(
+        arch=arch, num_classes=10, small_input=small_input,
+        input=InputSpec(height=size, width=size, channels=channels,
+                        mean=[0.5] * channels, std=[0.25] * channels))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize('arch,size,channels,small_input', FAMILIES)
+def test_resumed_exits_equal_plain_forward(arch, size, channels, small_input):
+    network = build_multi_exit(_config(arch, size, channels, small_input)).eval()
+    x = torch.randn(2, channels, size, size)
+    with torch.inference_mode():
+        plain = network(x)
+        final = network.forward_final(x)
+    assert network.num_exits >= 4
+    state = network.begin(x)
+    stepped = [network.step(state) for _ in range(network.num_exits)]
+    assert state.done
+    for exit_index, (a, b) in enumerate(zip(plain, stepped)):
+        assert torch.equal(a, b), f'{arch}: exit {exit_index} differs'
+    assert torch.equal(final, plain[-1])
+    # Stop at exit 1, then resume to the last exit without recomputing earlier stages.
+    state = network.begin(x)
+    assert torch.equal(network.run_to(state, 1), plain[1])
+    assert state.next_exit == 2
+    assert torch.equal(network.run_to(state, network.num_exits - 1), plain[-1])
+
+
+@pytest.mark.parametrize('factory', [models.resnet18, models.mobilenet_v3_small,
+                                     models.efficientnet_b0])
+def test_final_exit_is_the_torchvision_models_own_forward(factory):
+    model = factory(weights=None, num_classes=7).eval()
+    network = from_torchvision(model, num_classes=7, input_size=(64, 64)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x)
+    state = network.begin(x)
+    assert torch.equal(network.run_to(state, network.num_exits - 1), expected)
+
+
+def test_user_defined_stages_and_heads():
+    stages = [torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 3, stride=2)]
+    heads = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3)) for _ in stages]
+    network = MultiExitNetwork(stages, heads)
+    x = torch.randn(1, 1, 8, 8)
+    with torch.inference_mode():
+        plain = network(x)
+    state = network.begin(x)
+    assert torch.equal(network.step(state), plain[0])
+    assert torch.equal(network.step(state), plain[1])
+    with pytest.raises(RuntimeError, match='already run'):
+        network.step(state)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(arch='vgg16'), 'unknown architecture'),
+    (dict(arch='resnet18', small_input=False, size=8), 'too small'),
+    (dict(arch='compact_resnet', size=2), 'too small'),
+])
+def test_bad_arguments_give_clear_errors(kwargs, message):
+    size = kwargs.pop('size', 32)
+    with pytest.raises(ValueError, match=message):
+        build_multi_exit(_config(kwargs.pop('arch'), size, 3, kwargs.pop('small_input', True)))
+
+
+def test_too_few_stages_and_unsupported_models_are_refused():
+    with pytest.raises(ValueError, match='at least 2 stages'):
+        MultiExitNetwork([torch.nn.Identity()], [torch.nn.Identity()])
+    with pytest.raises(ValueError, match='unsupported model type'):
+        from_torchvision(models.vgg11(weights=None), num_classes=10)
+    with pytest.raises(ValueError, match='num_exits'):
+        from_torchvision(models.resnet18(weights=None), num_classes=10, num_exits=1)
