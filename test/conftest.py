@@ -1,0 +1,54 @@
+"""Shared test set-up: each pytest session gets a ROS 2 domain of its own."""
+
+import os
+
+import pytest
+
+
+def _session_domain_id():
+    # Domain ids 0..101 are safe on Linux; spread sessions over 1..100 by process id so
+    # that two test runs on one machine do not see each other's topics.
+    override = os.environ.get('DELEN_TEST_ROS_DOMAIN_ID')
+    return int(override) if override else 1 + os.getpid() % 100
+
+
+def pytest_configure(config):
+    # Before any test module runs rclpy.init, and inherited by every subprocess.
+    os.environ['ROS_DOMAIN_ID'] = str(_session_domain_id())
+    # Discovery on loopback only: tests never send DDS traffic off this machine.
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+
+
+@pytest.fixture(scope='session')
+def ros_domain_id():
+    """ROS_DOMAIN_ID of this test session."""
+    return int(os.environ['ROS_DOMAIN_ID'])
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Everything in these folders is linted, whoever wrote it.
+LINTED_DIRS = ('delen_ros', 'launch', 'test', 'bench', 'tools')
+
+
+def _is_python_script(path):
+    if path.endswith('.py'):
+        return True
+    try:
+        with open(path, 'rb') as script:
+            return b'python' in script.readline()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope='session')
+def lint_targets():
+    """Python directories and extension-less Python scripts to lint, as absolute paths."""
+    dirs = [os.path.join(REPO, name) for name in LINTED_DIRS
+            if os.path.isdir(os.path.join(REPO, name))]
+    scripts_dir = os.path.join(REPO, 'scripts')
+    scripts = sorted(
+        os.path.join(scripts_dir, name) for name in os.listdir(scripts_dir)
+        if not name.startswith('.') and _is_python_script(os.path.join(scripts_dir, name))
+    ) if os.path.isdir(scripts_dir) else []
+    return {'dirs': dirs, 'scripts': scripts}
