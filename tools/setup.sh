@@ -125,6 +125,29 @@ else
     run_logged colcon colcon build --base-paths . \
         --event-handlers console_direct- console_cohesion+ \
         --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DCMAKE_BUILD_TYPE=Release
+    # An install step only adds files: drop what a source change removed (a deleted
+    # module or script), so the tests never pass on a stale copy.
+    "$venv/bin/python" - "$repo" <<'EOF'
+import os, sys
+repo = sys.argv[1]
+prefix = os.path.join(repo, 'install', 'delen_ros')
+with open(os.path.join(repo, 'build', 'delen_ros', 'install_manifest.txt')) as manifest:
+    installed = set(manifest.read().split('\n'))
+mirrors = [os.path.join(prefix, 'lib', 'delen_ros')] + [
+    os.path.join(prefix, 'share', 'delen_ros', name)
+    for name in ('launch', 'config', 'models', 'platforms')]
+for root, _dirs, _files in os.walk(os.path.join(prefix, 'lib')):
+    if root.endswith(os.sep + 'site-packages'):
+        mirrors.append(os.path.join(root, 'delen_ros'))
+for mirror in mirrors:
+    for root, dirs, files in os.walk(mirror):
+        dirs[:] = [name for name in dirs if name != '__pycache__']
+        for name in files:
+            path = os.path.join(root, name)
+            if path not in installed:
+                print('[setup] removing stale %s' % os.path.relpath(path, repo))
+                os.remove(path)
+EOF
     echo "$current_hash" >"$build_stamp"
 fi
 say "ready: source tools/env.sh"
