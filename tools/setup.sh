@@ -10,6 +10,12 @@ venv="$repo/.venv"
 log_dir="$repo/log/setup"
 mkdir -p "$log_dir"
 start_s=$SECONDS
+# Several people share one checkout: one set-up (and colcon build) at a time.
+exec 9>"$log_dir/.lock"
+if ! flock -n 9; then
+    echo "[setup] waiting for another tools/setup.sh in this checkout to finish"
+    flock 9
+fi
 
 say() { printf '[setup %3ds] %s\n' "$((SECONDS - start_s))" "$*"; }
 
