@@ -1,8 +1,7 @@
 """ament_flake8 with ament's configuration (99 columns, ROS 2's flake8 plugins)."""
 
-import pytest
-
 from ament_flake8.main import main_with_errors
+import pytest
 
 
 @pytest.mark.linter

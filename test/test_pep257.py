@@ -8,9 +8,8 @@ of scripts/ are checked through copies that carry the suffix.
 import os
 import shutil
 
-import pytest
-
 from ament_pep257.main import main
+import pytest
 
 
 @pytest.mark.linter
