@@ -1,0 +1,326 @@
+"""
+sensor_msgs/Image <-> numpy without copies, duck-typed on the message fields.
+
+Nothing here imports rclpy or sensor_msgs: any object with the fields ``height``,
+``width``, ``encoding``, ``is_bigendian``, ``step`` and ``data`` can be decoded,
+and any object that accepts those attributes can be filled.
+"""
+
+import array
+from dataclasses import dataclass
+import math
+import numbers
+from typing import Any, Dict, NamedTuple, Optional
+
+import numpy as np
+
+__all__ = [
+    'DEFAULT_MAX_PIXELS', 'DecodedImage', 'ENCODINGS', 'EncodingInfo', 'ImageFormatError',
+    'REASONS', 'decode_image', 'encoding_info', 'fill_image', 'image_to_array',
+]
+
+# 4096 x 4096: far above any camera a small robot serves a classifier from.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+# sensor_msgs/Image.data is a uint8[] whose length is a uint32 on the wire.
+_MAX_DATA_BYTES = 2 ** 32 - 1
+
+REASONS = (
+    'unknown_encoding',  # encoding is not one this module (or cv_bridge) decodes
+    'empty',             # height or width is 0
+    'step_too_small',    # a row holds fewer bytes than width x bytes per pixel
+    'data_too_short',    # data holds fewer than step x height bytes
+    'oversize',          # more than max_pixels, or step x height beyond a uint32
+    'bad_endianness',    # is_bigendian is neither 0 nor 1 for a multi-byte encoding
+    'bad_field',         # a field is missing or of the wrong type / sign
+    'bad_data',          # data is neither a byte buffer nor a sequence of 0..255
+    'bad_array',         # fill_image / transform got an array that does not fit the encoding
+)
+
+
+class ImageFormatError(ValueError):
+    """A malformed image; ``reason`` is one of REASONS, the message gives the numbers."""
+
+    def __init__(self, reason: str, message: str):
+        if reason not in REASONS:
+            raise ValueError(f'unknown ImageFormatError reason {reason!r}')
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class EncodingInfo:
+    """Pixel layout of one encoding: channel order and the dtype of one channel."""
+
+    name: str
+    order: str  # 'L' (gray), 'RGB', 'BGR', 'RGBA' or 'BGRA'
+    depth_bits: int  # bits per channel: 8 or 16
+
+    @property
+    def channels(self) -> int:
+        """Number of channels per pixel."""
+        return len(self.order)
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Bytes of one pixel, all channels."""
+        return self.channels * self.depth_bits // 8
+
+    @property
+    def max_value(self) -> int:
+        """Largest channel value (255 or 65535): the value that scales to 1.0."""
+        return (1 << self.depth_bits) - 1
+
+    def dtype(self, *, big_endian: bool = False) -> np.dtype:
+        """numpy dtype of one channel in the given byte order."""
+        if self.depth_bits == 8:
+            return np.dtype(np.uint8)
+        return np.dtype('>u2' if big_endian else '<u2')
+
+
+def _table():
+    infos = {}
+    for order in ('L', 'RGB', 'BGR', 'RGBA', 'BGRA'):
+        for bits in (8, 16):
+            name = ('mono' if order == 'L' else order.lower()) + str(bits)
+            infos[name] = EncodingInfo(name, order, bits)
+    # OpenCV type names as cv_bridge writes them; OpenCV keeps colour as BGR(A).
+    infos['8UC1'] = EncodingInfo('8UC1', 'L', 8)
+    infos['8UC3'] = EncodingInfo('8UC3', 'BGR', 8)
+    infos['8UC4'] = EncodingInfo('8UC4', 'BGRA', 8)
+    infos['16UC1'] = EncodingInfo('16UC1', 'L', 16)
+    return infos
+
+
+ENCODINGS: Dict[str, EncodingInfo] = _table()
+
+
+def encoding_info(encoding: Any) -> EncodingInfo:
+    """Layout of an encoding name; ImageFormatError('unknown_encoding') when not supported."""
+    info = ENCODINGS.get(encoding) if isinstance(encoding, str) else None
+    if info is None:
+        raise ImageFormatError(
+            'unknown_encoding',
+            f'unsupported image encoding {encoding!r}; expected one of {", ".join(ENCODINGS)}')
+    return info
+
+
+class DecodedImage(NamedTuple):
+    """Pixels of a decoded image and the encoding that describes their channel order."""
+
+    pixels: np.ndarray
+    encoding: str
+
+
+def _uint_field(msg, name: str) -> int:
+    try:
+        value = getattr(msg, name)
+    except AttributeError:
+        raise ImageFormatError('bad_field', f'image has no {name!r} field') from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ImageFormatError(
+            'bad_field', f'image {name} must be a non-negative integer, got {value!r}')
+    return int(value)
+
+
+def _check_max_pixels(max_pixels) -> int:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) \
+            or max_pixels < 1:
+        raise ValueError(f'max_pixels must be a positive integer, got {max_pixels!r}')
+    return int(max_pixels)
+
+
+def _checked_geometry(msg, max_pixels: int):
+    """height, width, step of msg, checked against empty / oversize (encoding-independent)."""
+    height = _uint_field(msg, 'height')
+    width = _uint_field(msg, 'width')
+    step = _uint_field(msg, 'step')
+    if height == 0 or width == 0:
+        raise ImageFormatError('empty', f'image is empty ({height}x{width} pixels)')
+    if height * width > max_pixels:
+        raise ImageFormatError(
+            'oversize', f'image {height}x{width} = {height * width} pixels exceeds '
+                        f'max_pixels {max_pixels}')
+    if step * height > _MAX_DATA_BYTES:
+        raise ImageFormatError(
+            'oversize', f'step {step} x height {height} = {step * height} bytes does not fit '
+                        f'a uint8[] (at most {_MAX_DATA_BYTES} bytes)')
+    return height, width, step
+
+
+def _byte_view(data) -> np.ndarray:
+    """A flat uint8 view of data: no copy for bytes, bytearray, array.array, memoryview."""
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError, BufferError):
+        pass
+    # Not a contiguous buffer (e.g. a list built by hand): one checked copy.
+    try:
+        values = np.asarray(data)
+    except (TypeError, ValueError) as error:
+        raise ImageFormatError('bad_data', f'image data is not a byte buffer: {error}') from None
+    if values.ndim != 1 or (values.size and values.dtype.kind not in 'iu'):
+        raise ImageFormatError(
+            'bad_data', f'image data must be a flat sequence of bytes, got '
+                        f'{type(data).__name__} of {values.dtype} with shape {values.shape}')
+    if values.size and (values.min() < 0 or values.max() > 255):
+        raise ImageFormatError(
+            'bad_data', f'image data values must be in 0..255, got {values.min()}..'
+                        f'{values.max()}')
+    return values.astype(np.uint8)
+
+
+def _decode(msg, info: EncodingInfo, height: int, width: int, step: int) -> np.ndarray:
+    bytes_per_pixel = info.bytes_per_pixel
+    if step < width * bytes_per_pixel:
+        raise ImageFormatError(
+            'step_too_small', f'step {step} < width {width} x {bytes_per_pixel} byte(s) per '
+                              f'pixel ({info.name})')
+    big_endian = False
+    if info.depth_bits > 8:
+        flag = getattr(msg, 'is_bigendian', 0)
+        if isinstance(flag, bool):
+            flag = int(flag)
+        if flag not in (0, 1):
+            raise ImageFormatError(
+                'bad_endianness', f'is_bigendian must be 0 or 1 for {info.name}, got {flag!r}')
+        big_endian = flag == 1
+    try:
+        data = msg.data
+    except AttributeError:
+        raise ImageFormatError('bad_field', "image has no 'data' field") from None
+    buffer = _byte_view(data)
+    needed = step * height
+    if buffer.size < needed:
+        raise ImageFormatError(
+            'data_too_short', f'data has {buffer.size} byte(s), need {needed} '
+                              f'(step {step} x height {height})')
+    itemsize = info.depth_bits // 8
+    if info.channels == 1:
+        shape, strides = (height, width), (step, itemsize)
+    else:
+        shape, strides = (height, width, info.channels), (step, bytes_per_pixel, itemsize)
+    # A strided view over the message buffer: row padding is skipped, nothing is copied.
+    pixels = np.ndarray(shape, dtype=info.dtype(big_endian=big_endian), buffer=buffer,
+                        strides=strides)
+    # The view aliases the message; read-only so nobody edits a received image in place.
+    pixels.flags.writeable = False
+    return pixels
+
+
+def image_to_array(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """
+    Decode a sensor_msgs/Image-like object into a read-only numpy view of its data.
+
+    The result is HxW for one-channel encodings and HxWxC otherwise, in the channel order
+    of the encoding (bgr8 stays BGR). 16-bit images keep the byte order of the message
+    (``>u2`` when is_bigendian is 1). Nothing is copied when data is a bytes-like buffer
+    (bytes, bytearray, array.array('B') as rclpy gives it, memoryview); call ``.copy()``
+    to get a writable array that outlives the message.
+
+    Raises ImageFormatError (a ValueError) whose ``reason`` names the problem.
+    """
+    max_pixels = _check_max_pixels(max_pixels)
+    info = encoding_info(getattr(msg, 'encoding', None))
+    height, width, step = _checked_geometry(msg, max_pixels)
+    return _decode(msg, info, height, width, step)
+
+
+try:  # Optional: cv_bridge converts encodings this module does not know (bayer, yuv422).
+    from cv_bridge import CvBridge as _CvBridge
+except ImportError:  # the numpy path is complete without it
+    _CvBridge = None
+
+
+def decode_image(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 use_cv_bridge: bool = True) -> DecodedImage:
+    """
+    Decode an image into pixels plus the encoding that describes them.
+
+    Supported encodings (ENCODINGS) go through image_to_array without copies. Other
+    encodings are converted to bgr8 by cv_bridge when it is importable and
+    ``use_cv_bridge`` is true; otherwise they raise ImageFormatError('unknown_encoding').
+    """
+    max_pixels = _check_max_pixels(max_pixels)
+    encoding = getattr(msg, 'encoding', None)
+    if encoding in ENCODINGS or _CvBridge is None or not use_cv_bridge \
+            or not isinstance(encoding, str):
+        return DecodedImage(image_to_array(msg, max_pixels=max_pixels),
+                            encoding_info(encoding).name)
+    _checked_geometry(msg, max_pixels)
+    try:
+        pixels = _CvBridge().imgmsg_to_cv2(msg, desired_encoding='bgr8')
+    except Exception as error:  # noqa: B902 - cv_bridge raises CvBridgeError and cv2.error
+        raise ImageFormatError(
+            'unknown_encoding', f'cv_bridge cannot convert {encoding!r} to bgr8: {error}'
+        ) from None
+    return DecodedImage(np.asarray(pixels), 'bgr8')
+
+
+def _set_stamp(header, stamp) -> None:
+    if hasattr(stamp, 'to_msg'):  # rclpy.time.Time
+        stamp = stamp.to_msg()
+    if hasattr(stamp, 'sec') and hasattr(stamp, 'nanosec'):
+        sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    elif isinstance(stamp, numbers.Real) and not isinstance(stamp, bool) \
+            and math.isfinite(stamp) and stamp >= 0:
+        sec = int(stamp)
+        nanosec = min(int(round((stamp - sec) * 1e9)), 999_999_999)
+    else:
+        raise ValueError(
+            f'stamp must be a builtin_interfaces/Time, an rclpy Time or non-negative '
+            f'seconds, got {stamp!r}')
+    header.stamp.sec = sec
+    header.stamp.nanosec = nanosec
+
+
+def fill_image(msg, pixels, *, encoding: str, frame_id: Optional[str] = None,
+               stamp=None):
+    """
+    Fill an Image-like message from a numpy array and return the message.
+
+    ``pixels`` is HxW (or HxWx1) for one-channel encodings, HxWxC otherwise, of uint8 for
+    8-bit and uint16 for 16-bit encodings, already in the channel order of ``encoding``.
+    Rows are written without padding (step = width x bytes per pixel), little-endian
+    (is_bigendian = 0). ``stamp`` may be a builtin_interfaces/Time, an rclpy Time or
+    seconds; ``frame_id`` and ``stamp`` need a ``header`` on the message.
+    """
+    info = encoding_info(encoding)
+    values = np.asarray(pixels)
+    if values.dtype.kind != 'u' or values.dtype.itemsize * 8 != info.depth_bits:
+        raise ImageFormatError(
+            'bad_array', f'{encoding} needs uint{info.depth_bits} pixels, got {values.dtype}')
+    if info.channels == 1 and values.ndim == 3 and values.shape[2] == 1:
+        values = values[:, :, 0]
+    expected = 2 if info.channels == 1 else 3
+    if values.ndim != expected or (expected == 3 and values.shape[2] != info.channels):
+        wanted = 'HxW' if info.channels == 1 else f'HxWx{info.channels}'
+        raise ImageFormatError(
+            'bad_array', f'{encoding} needs an {wanted} array, got shape {values.shape}')
+    height, width = values.shape[:2]
+    if height == 0 or width == 0:
+        raise ImageFormatError('empty', f'image is empty ({height}x{width} pixels)')
+    step = width * info.bytes_per_pixel
+    if step * height > _MAX_DATA_BYTES:
+        raise ImageFormatError(
+            'oversize', f'{height}x{width} {encoding} needs {step * height} bytes, more than '
+                        f'a uint8[] holds ({_MAX_DATA_BYTES})')
+    # Little-endian and C-contiguous; a no-op for the usual arrays on x86 and ARM.
+    values = np.ascontiguousarray(values, dtype=info.dtype(big_endian=False))
+    if frame_id is not None or stamp is not None:
+        header = msg.header
+        if frame_id is not None:
+            header.frame_id = str(frame_id)
+        if stamp is not None:
+            _set_stamp(header, stamp)
+    msg.height = height
+    msg.width = width
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = step
+    # rclpy stores uint8[] as array.array('B'); handing it one built with a single memcpy
+    # is the fastest path (bench/bench_imaging.py); bytes are checked value by value when
+    # ROS_PYTHON_CHECK_FIELDS=1.
+    data = array.array('B')
+    data.frombytes(values.reshape(-1).view(np.uint8))
+    msg.data = data
+    return msg

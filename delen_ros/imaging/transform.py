@@ -1,0 +1,159 @@
+"""Decoded image pixels -> the normalized [1, C, H, W] float tensor a model expects."""
+
+import math
+import numbers
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as functional
+
+from .codec import (decode_image, DEFAULT_MAX_PIXELS, encoding_info, EncodingInfo,
+                    ImageFormatError)
+
+__all__ = ['LUMA_WEIGHTS', 'ModelInputTransform']
+
+# ITU-R BT.601 luma (what OpenCV's COLOR_RGB2GRAY and PIL's convert('L') use).
+LUMA_WEIGHTS = {'R': 0.299, 'G': 0.587, 'B': 0.114}
+
+
+def _floats(name: str, values, count: int) -> Tuple[float, ...]:
+    if isinstance(values, numbers.Real):
+        values = (values,)
+    try:
+        result = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f'{name} must be a sequence of numbers, got {values!r}') from None
+    if len(result) != count:
+        raise ValueError(f'{name} needs one value per input channel ({count}), got {result}')
+    if not all(math.isfinite(v) for v in result):
+        raise ValueError(f'{name} must be finite, got {result}')
+    return result
+
+
+class ModelInputTransform:
+    """
+    Convert decoded pixels of any supported encoding into a model input tensor.
+
+    Channels are converted first (colour -> gray with BT.601 luma for 1-channel models,
+    gray -> 3 channels by repetition, alpha dropped, BGR -> RGB), values are scaled to
+    [0, 1] by the encoding's maximum (255 or 65535) and normalized with ``mean`` / ``std``,
+    then the image is resized (bilinear, antialiased when shrinking) to ``input_size`` if
+    it is not that size already. Normalizing before resizing gives the same result as after
+    it (the filter is linear with weights summing to one) and lets 8-bit images go through
+    a single 256-entry lookup per channel. The aspect ratio is not kept.
+    """
+
+    def __init__(self, *, input_size: Sequence[int], in_channels: int,
+                 mean: Sequence[float], std: Sequence[float]):
+        size = tuple(input_size) if isinstance(input_size, (tuple, list)) else None
+        if size is None or len(size) != 2 or not all(
+                isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
+                for s in size):
+            raise ValueError(
+                f'input_size must be (height, width) of positive integers, got {input_size!r}')
+        if in_channels not in (1, 3) or isinstance(in_channels, bool):
+            raise ValueError(f'in_channels must be 1 or 3, got {in_channels!r}')
+        self.input_size: Tuple[int, int] = (int(size[0]), int(size[1]))
+        self.in_channels = int(in_channels)
+        self.mean = _floats('mean', mean, self.in_channels)
+        self.std = _floats('std', std, self.in_channels)
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f'std must be positive, got {self.std}')
+        # Per output channel c: normalized = raw * scale[c] + offset[c] with scale = 1 / std
+        # before dividing by the encoding maximum.
+        self._scale = np.array([1.0 / s for s in self.std], dtype=np.float64)
+        self._offset = np.array([-m / s for m, s in zip(self.mean, self.std)], dtype=np.float64)
+        levels = np.arange(256, dtype=np.float64) / 255.0
+        # 8-bit lookup tables: raw value -> normalized value, one row per output channel.
+        self._lut8 = (levels[None, :] * self._scale[:, None]
+                      + self._offset[:, None]).astype(np.float32)
+        # 8-bit colour -> gray: the luma term of each of R, G, B already normalized; the
+        # offset rides on the R table so that the three lookups only need adding.
+        luma = np.array([LUMA_WEIGHTS[c] for c in 'RGB'], dtype=np.float64)
+        self._luma_lut8 = (luma[:, None] * levels[None, :] * self._scale[0]).astype(np.float32)
+        self._luma_lut8[0] += np.float32(self._offset[0])
+
+    @classmethod
+    def from_spec(cls, spec) -> 'ModelInputTransform':
+        """Build from a model input spec with height, width, channels, mean and std."""
+        return cls(input_size=(spec.height, spec.width), in_channels=spec.channels,
+                   mean=spec.mean, std=spec.std)
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(input_size={self.input_size}, '
+                f'in_channels={self.in_channels}, mean={self.mean}, std={self.std})')
+
+    def _check_pixels(self, pixels, info: EncodingInfo) -> np.ndarray:
+        values = np.asarray(pixels)
+        if values.dtype.kind != 'u' or values.dtype.itemsize * 8 != info.depth_bits:
+            raise ImageFormatError(
+                'bad_array', f'{info.name} pixels must be uint{info.depth_bits}, '
+                             f'got {values.dtype}')
+        if info.channels == 1 and values.ndim == 3 and values.shape[2] == 1:
+            values = values[:, :, 0]
+        if info.channels == 1:
+            ok = values.ndim == 2
+        else:
+            ok = values.ndim == 3 and values.shape[2] == info.channels
+        if not ok:
+            wanted = 'HxW' if info.channels == 1 else f'HxWx{info.channels}'
+            raise ImageFormatError(
+                'bad_array', f'{info.name} pixels must be {wanted}, got shape {values.shape}')
+        if values.shape[0] == 0 or values.shape[1] == 0:
+            raise ImageFormatError('empty', f'image is empty ({values.shape[0]}x'
+                                            f'{values.shape[1]} pixels)')
+        return values
+
+    def _normalized(self, values: np.ndarray, info: EncodingInfo) -> np.ndarray:
+        """[C, h, w] float32 at the source size, channels converted and normalized."""
+        height, width = values.shape[:2]
+        out = np.empty((self.in_channels, height, width), dtype=np.float32)
+        if info.channels == 1:
+            sources = [values] * self.in_channels
+        else:
+            sources = [values[:, :, info.order.index(c)] for c in 'RGB']
+        if info.depth_bits == 8:
+            if self.in_channels == 1 and len(sources) == 3:
+                np.take(self._luma_lut8[0], sources[0], out=out[0])
+                out[0] += np.take(self._luma_lut8[1], sources[1])
+                out[0] += np.take(self._luma_lut8[2], sources[2])
+            else:
+                for c in range(self.in_channels):
+                    np.take(self._lut8[c], sources[c], out=out[c])
+            return out
+        # 16-bit: arithmetic, in float32, on the converted channels.
+        maximum = float(info.max_value)
+        if self.in_channels == 1 and len(sources) == 3:
+            np.multiply(sources[0], np.float32(LUMA_WEIGHTS['R'] / maximum), out=out[0])
+            out[0] += sources[1] * np.float32(LUMA_WEIGHTS['G'] / maximum)
+            out[0] += sources[2] * np.float32(LUMA_WEIGHTS['B'] / maximum)
+            out[0] *= np.float32(self._scale[0])
+            out[0] += np.float32(self._offset[0])
+            return out
+        for c in range(self.in_channels):
+            np.multiply(sources[c], np.float32(self._scale[c] / maximum), out=out[c])
+            out[c] += np.float32(self._offset[c])
+        return out
+
+    def __call__(self, pixels, encoding: str) -> torch.Tensor:
+        """
+        Pixels (HxW or HxWxC, as image_to_array returns them) to a [1, C, H, W] tensor.
+
+        Raises ImageFormatError for an unknown encoding or pixels that do not fit it.
+        """
+        info = encoding_info(encoding)
+        values = self._check_pixels(pixels, info)
+        tensor = torch.from_numpy(self._normalized(values, info)).unsqueeze(0)
+        if tuple(values.shape[:2]) != self.input_size:
+            shrinking = (values.shape[0] > self.input_size[0]
+                         or values.shape[1] > self.input_size[1])
+            tensor = functional.interpolate(tensor, size=self.input_size, mode='bilinear',
+                                            align_corners=False, antialias=shrinking)
+        return tensor
+
+    def transform_message(self, msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                          use_cv_bridge: bool = True) -> torch.Tensor:
+        """Decode a sensor_msgs/Image-like message and transform it (see decode_image)."""
+        decoded = decode_image(msg, max_pixels=max_pixels, use_cv_bridge=use_cv_bridge)
+        return self(decoded.pixels, decoded.encoding)
