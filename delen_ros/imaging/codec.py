@@ -57,21 +57,21 @@ class EncodingInfo:
 
     @property
     def channels(self) -> int:
-        """Number of channels per pixel."""
+        """Return the number of channels per pixel."""
         return len(self.order)
 
     @property
     def bytes_per_pixel(self) -> int:
-        """Bytes of one pixel, all channels."""
+        """Return the bytes of one pixel, all channels."""
         return self.channels * self.depth_bits // 8
 
     @property
     def max_value(self) -> int:
-        """Largest channel value (255 or 65535): the value that scales to 1.0."""
+        """Return the largest channel value (255 or 65535), the value that scales to 1.0."""
         return (1 << self.depth_bits) - 1
 
     def dtype(self, *, big_endian: bool = False) -> np.dtype:
-        """numpy dtype of one channel in the given byte order."""
+        """Return the numpy dtype of one channel in the given byte order."""
         if self.depth_bits == 8:
             return np.dtype(np.uint8)
         return np.dtype('>u2' if big_endian else '<u2')
@@ -148,7 +148,7 @@ def _checked_geometry(msg, max_pixels: int):
 
 
 def _byte_view(data) -> np.ndarray:
-    """A flat uint8 view of data: no copy for bytes, bytearray, array.array, memoryview."""
+    """View data as flat uint8: no copy for bytes, bytearray, array.array, memoryview."""
     try:
         return np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError, BufferError):

@@ -6,7 +6,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as functional
+from torch.nn import functional
 
 from .codec import (decode_image, DEFAULT_MAX_PIXELS, encoding_info, EncodingInfo,
                     ImageFormatError)
