@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark: cost of stage-resumable execution vs one plain forward pass, and per-exit latency.
+"""
+Benchmark: cost of stage-resumable execution vs one plain forward pass, and per-exit latency.
 
 Runs are interleaved (plain, resumable, plain, ...) so drift hits both sides alike.
 Usage: bench/bench_engine.py [--runs N] [--threads T ...]
@@ -9,11 +10,10 @@ import argparse
 import statistics
 import time
 
-import torch
-from torchvision import models
-
 from delen_ros.engine import from_torchvision, load_checkpoint
 from delen_ros.engine.profiling import format_profile_table, load_profile
+import torch
+from torchvision import models
 
 
 def _median_ms(samples):

@@ -1,16 +1,15 @@
 """Checkpoints load without unpickling code, and bad files give one-line errors naming them."""
 
-import pytest
-import torch
-
 from delen_ros.engine import (build_multi_exit, CheckpointError, InputSpec, load_checkpoint,
                               MultiExitConfig, save_checkpoint)
+import pytest
+import torch
 
 
 def _config(widths=(8, 16, 16, 32)):
     return MultiExitConfig(
         arch='compact_resnet', num_classes=10, class_names=[f'c{i}' for i in range(10)],
-        input=InputSpec(height=28, width=28, channels=1, mean=[0.3], std=[0.3]),
+        input_spec=InputSpec(height=28, width=28, channels=1, mean=[0.3], std=[0.3]),
         head_channels=8, options={'widths': list(widths)})
 
 
@@ -68,6 +67,7 @@ def test_pickled_code_is_never_executed(tmp_path):
     marker = tmp_path / 'pwned'
 
     class Exploit:
+
         def __reduce__(self):
             return (open, (str(marker), 'w'))
 

@@ -2,11 +2,10 @@
 
 import hashlib
 
-import torch
-
 from delen_ros.engine import (default_model_path, exit_accuracy, exit_flops, exit_logits,
                               fashion_mnist, load_checkpoint, normalize_images)
 from delen_ros.engine.profiling import default_profile_path, load_profile
+import torch
 
 
 def test_shipped_model_matches_its_metadata_on_the_full_test_set():
@@ -14,7 +13,7 @@ def test_shipped_model_matches_its_metadata_on_the_full_test_set():
     model = load_checkpoint()
     images, labels = fashion_mnist.load('test')
     assert len(labels) == 10000
-    logits = exit_logits(model.network, normalize_images(images, model.config.input))
+    logits = exit_logits(model.network, normalize_images(images, model.config.input_spec))
     measured = exit_accuracy(logits, torch.from_numpy(labels))
     recorded = model.metrics['exit_accuracy']
     assert model.network.num_exits >= 4
@@ -27,7 +26,7 @@ def test_shipped_model_matches_its_metadata_on_the_full_test_set():
 
 def test_shipped_model_budget():
     model = load_checkpoint()
-    flops = exit_flops(model.network, model.config.input)
+    flops = exit_flops(model.network, model.config.input_spec)
     assert flops[0] <= 0.30 * flops[-1]
     assert default_model_path().stat().st_size <= 20 * 1024 * 1024
     assert model.config.class_names == fashion_mnist.CLASS_NAMES

@@ -1,11 +1,10 @@
 """Resumable stage-by-stage execution gives exactly the logits of a plain forward pass."""
 
+from delen_ros.engine import (build_multi_exit, from_torchvision, InputSpec, MultiExitConfig,
+                              MultiExitNetwork)
 import pytest
 import torch
 from torchvision import models
-
-from delen_ros.engine import (build_multi_exit, from_torchvision, InputSpec, MultiExitConfig,
-                              MultiExitNetwork)
 
 FAMILIES = [
     ('compact_resnet', 28, 1, True),
@@ -21,8 +20,8 @@ FAMILIES = [
 def _config(arch, size, channels, small_input):
     return MultiExitConfig(
         arch=arch, num_classes=10, small_input=small_input,
-        input=InputSpec(height=size, width=size, channels=channels,
-                        mean=[0.5] * channels, std=[0.25] * channels))
+        input_spec=InputSpec(height=size, width=size, channels=channels,
+                             mean=[0.5] * channels, std=[0.25] * channels))
 
 
 @pytest.fixture(autouse=True)
@@ -82,9 +81,9 @@ def test_user_defined_stages_and_heads():
 
 
 @pytest.mark.parametrize('kwargs,message', [
-    (dict(arch='vgg16'), 'unknown architecture'),
-    (dict(arch='resnet18', small_input=False, size=8), 'too small'),
-    (dict(arch='compact_resnet', size=2), 'too small'),
+    ({'arch': 'vgg16'}, 'unknown architecture'),
+    ({'arch': 'resnet18', 'small_input': False, 'size': 8}, 'too small'),
+    ({'arch': 'compact_resnet', 'size': 2}, 'too small'),
 ])
 def test_bad_arguments_give_clear_errors(kwargs, message):
     size = kwargs.pop('size', 32)

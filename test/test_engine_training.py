@@ -1,10 +1,9 @@
 """One-batch training smoke runs of every mode, on real Fashion-MNIST."""
 
-import pytest
-import torch
-
 from delen_ros.engine import load_checkpoint
 from delen_ros.engine.training import main, train, TrainConfig
+import pytest
+import torch
 
 SMALL = {'widths': [8, 16, 16, 32]}
 
@@ -46,15 +45,15 @@ def test_frozen_backbone_modes_only_train_early_heads(joint_checkpoint, tmp_path
 
 
 def test_training_resumes_from_its_work_dir(tmp_path):
-    common = dict(epochs=2, max_steps=1, batch_size=16, eval_limit=50, options=SMALL,
-                  work_dir=tmp_path / 'work')
+    common = {'epochs': 2, 'max_steps': 1, 'batch_size': 16, 'eval_limit': 50,
+              'options': SMALL, 'work_dir': tmp_path / 'work'}
     train(TrainConfig(output=tmp_path / 'a.pt', **common))
     metrics = train(TrainConfig(output=tmp_path / 'b.pt', resume=True, **common))
     assert metrics['training']['resumed_from_epoch'] == 1
 
 
 def test_same_seed_same_weights(tmp_path):
-    common = dict(epochs=1, max_steps=2, batch_size=16, eval_limit=20, options=SMALL)
+    common = {'epochs': 1, 'max_steps': 2, 'batch_size': 16, 'eval_limit': 20, 'options': SMALL}
     train(TrainConfig(output=tmp_path / 'a.pt', **common))
     train(TrainConfig(output=tmp_path / 'b.pt', **common))
     a = load_checkpoint(tmp_path / 'a.pt').network.state_dict()

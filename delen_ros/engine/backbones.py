@@ -24,7 +24,8 @@ def _downsample(in_channels: int, out_channels: int) -> nn.Module:
 def compact_resnet_stages(*, in_channels: int, num_classes: int,
                           widths: Sequence[int] = COMPACT_RESNET_WIDTHS) -> Tuple[
                               List[nn.Module], nn.Module]:
-    """Stages of a small ResNet of torchvision BasicBlocks for 28-32 px inputs, and its classifier.
+    """
+    Stages of a small ResNet of torchvision BasicBlocks for 28-32 px inputs, and its classifier.
 
     Stage 0 keeps full resolution; every later stage halves it with one strided block.
     """
@@ -84,10 +85,12 @@ def _out_channels(stage: nn.Module, x: torch.Tensor) -> Tuple[int, torch.Tensor]
     return y.shape[1], y
 
 
-def from_torchvision(model: nn.Module, *, num_classes: int, input_size: Tuple[int, int] = (224, 224),
-                     in_channels: int = 3, head_channels: int = 64,
+def from_torchvision(model: nn.Module, *, num_classes: int,
+                     input_size: Tuple[int, int] = (224, 224), in_channels: int = 3,
+                     head_channels: int = 64,
                      num_exits: int = 4) -> MultiExitNetwork:
-    """Turn a torchvision ResNet, MobileNetV3 or EfficientNet into a multi-exit network.
+    """
+    Turn a torchvision ResNet, MobileNetV3 or EfficientNet into a multi-exit network.
 
     The backbone's own classifier becomes the last exit; earlier exits get an ``ExitHead``.
     Raises ValueError for other model types or an input too small for the stages.
@@ -136,7 +139,7 @@ def _attach_heads(stages: List[nn.Module], classifier: nn.Module, *, num_classes
 
 
 def _torchvision_model(config: MultiExitConfig) -> nn.Module:
-    channels = config.input.channels
+    channels = config.input_spec.channels
     model = getattr(models, config.arch)(weights=None, num_classes=config.num_classes)
     if isinstance(model, models.ResNet):
         if config.small_input:
@@ -158,8 +161,8 @@ def _torchvision_model(config: MultiExitConfig) -> nn.Module:
 def build_multi_exit(config: MultiExitConfig, *,
                      num_exits: Optional[int] = None) -> MultiExitNetwork:
     """Build the (untrained) multi-exit network a config describes."""
-    size = config.input.size
-    channels = config.input.channels
+    size = config.input_spec.size
+    channels = config.input_spec.channels
     exits = int(num_exits or config.options.get('num_exits', 4))
     if config.arch == 'compact_resnet':
         widths = config.options.get('widths', COMPACT_RESNET_WIDTHS)

@@ -33,7 +33,7 @@ class LoadedModel:
 
 
 def default_model_path() -> Path:
-    """The shipped Fashion-MNIST model: installed share/delen_ros/models, else the source tree."""
+    """Return the shipped model's path: share/delen_ros/models when installed, else the source."""
     here = Path(__file__).resolve()
     candidates = [here.parents[1] / 'models' / _DEFAULT_MODEL]
     # Installed layout: <prefix>/lib/python3.X/site-packages/delen_ros/engine/checkpoint.py

@@ -51,7 +51,7 @@ class MultiExitConfig:
 
     arch: str
     num_classes: int
-    input: InputSpec
+    input_spec: InputSpec
     class_names: Tuple[str, ...] = ()
     head_channels: int = 64
     small_input: bool = True
@@ -80,20 +80,20 @@ class MultiExitConfig:
     def to_dict(self) -> Dict[str, Any]:
         """Plain-data form stored in checkpoints (no pickled objects)."""
         data = asdict(self)
-        data['input'] = asdict(self.input)
-        data['input']['mean'] = list(self.input.mean)
-        data['input']['std'] = list(self.input.std)
+        data['input_spec'] = asdict(self.input_spec)
+        data['input_spec']['mean'] = list(self.input_spec.mean)
+        data['input_spec']['std'] = list(self.input_spec.std)
         data['class_names'] = list(self.class_names)
         return data
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> 'MultiExitConfig':
         """Inverse of to_dict; raises KeyError/TypeError/ValueError on malformed data."""
-        spec = dict(data['input'])
+        spec = dict(data['input_spec'])
         return cls(
             arch=str(data['arch']),
             num_classes=int(data['num_classes']),
-            input=InputSpec(
+            input_spec=InputSpec(
                 height=int(spec['height']), width=int(spec['width']),
                 channels=int(spec['channels']),
                 mean=tuple(spec['mean']), std=tuple(spec['std'])),

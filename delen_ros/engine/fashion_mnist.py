@@ -1,4 +1,4 @@
-"""Fashion-MNIST read from the idx files of Debian's dataset-fashion-mnist package (no downloads)."""
+"""Fashion-MNIST from the idx files of Debian's dataset-fashion-mnist package (no downloads)."""
 
 import gzip
 import os

@@ -44,7 +44,7 @@ def exit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> List[float]:
 
 
 def stage_flops(network: MultiExitNetwork, spec: InputSpec) -> List[int]:
-    """FLOPs (2 per multiply-add) of each stage plus its exit head, at batch 1."""
+    """Count the FLOPs (2 per multiply-add) of each stage plus its exit head, at batch 1."""
     flops = []
     state = network.begin(torch.zeros(1, spec.channels, *spec.size))
     was_training = network.training
@@ -58,7 +58,7 @@ def stage_flops(network: MultiExitNetwork, spec: InputSpec) -> List[int]:
 
 
 def exit_flops(network: MultiExitNetwork, spec: InputSpec) -> List[int]:
-    """FLOPs to reach each exit when only that exit's head runs (the plain path to that exit)."""
+    """Count the FLOPs to reach each exit when only that exit's head runs (its plain path)."""
     was_training = network.training
     network.eval()
     flops = []

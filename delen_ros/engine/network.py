@@ -1,4 +1,5 @@
-"""Multi-exit networks that run stage by stage and resume where they stopped.
+"""
+Multi-exit networks that run stage by stage and resume where they stopped.
 
 Conditional execution as in Dělen (IoTDI 2023, Sec. 3): a request runs stage k, evaluates exit k,
 and either stops or resumes from the stored features without recomputing earlier stages.
@@ -44,12 +45,13 @@ class ExitState:
 
     @property
     def done(self) -> bool:
-        """True once every stage has run."""
+        """Return True once every stage has run."""
         return self.next_exit >= self.num_exits
 
 
 class MultiExitNetwork(nn.Module):
-    """A backbone cut into stages, with one exit head after each stage.
+    """
+    A backbone cut into stages, with one exit head after each stage.
 
     The last head is the backbone's own classifier. ``forward`` returns every exit's logits
     (for training); ``begin``/``step`` run one stage at a time (for serving).
@@ -66,7 +68,7 @@ class MultiExitNetwork(nn.Module):
 
     @property
     def num_exits(self) -> int:
-        """Number of exits (= stages)."""
+        """Return the number of exits (= stages)."""
         return len(self.stages)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
@@ -78,7 +80,7 @@ class MultiExitNetwork(nn.Module):
         return logits
 
     def forward_final(self, x: torch.Tensor) -> torch.Tensor:
-        """The plain backbone: every stage, then only the final classifier."""
+        """Run the plain backbone: every stage, then only the final classifier."""
         for stage in self.stages:
             x = stage(x)
         return self.heads[-1](x)
@@ -90,7 +92,8 @@ class MultiExitNetwork(nn.Module):
         return ExitState(features=x, next_exit=0, num_exits=self.num_exits)
 
     def step(self, state: ExitState, *, evaluate_head: bool = True) -> Optional[torch.Tensor]:
-        """Run the next stage and, unless told not to, its exit head; return that exit's logits.
+        """
+        Run the next stage and, unless told not to, its exit head; return that exit's logits.
 
         Skipping an intermediate head (``evaluate_head=False``) returns None; the final exit's
         head always runs.

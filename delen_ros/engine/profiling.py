@@ -84,12 +84,12 @@ class ModelProfile:
 
     @property
     def num_exits(self) -> int:
-        """Number of exits profiled."""
+        """Return the number of exits profiled."""
         return len(self.exit_accuracy)
 
     @property
     def max_accuracy(self) -> float:
-        """Best accuracy any exit reaches."""
+        """Return the best accuracy any exit reaches."""
         return max(self.exit_accuracy)
 
     def _check(self, exit_index: int, threads: int) -> None:
@@ -114,7 +114,7 @@ class ModelProfile:
         return getattr(self._latency[exit_index][threads], stat)
 
     def accuracy_at_confidence(self, exit_index: int, confidence: float) -> float:
-        """Expected accuracy of an answer of exit k with this calibrated confidence."""
+        """Return the expected accuracy of an answer of exit k at this calibrated confidence."""
         for entry in self._reliability[exit_index]:
             inside = entry['low'] <= confidence < entry['high'] or (
                 entry['high'] >= 1.0 and confidence >= entry['low'])
@@ -126,7 +126,7 @@ class ModelProfile:
 
 
 def default_profile_path(model_path: Union[str, Path, None] = None) -> Path:
-    """The profile stored beside a model file (default: the shipped model's)."""
+    """Return the profile path beside a model file (default: the shipped model's)."""
     model_path = Path(model_path) if model_path is not None else default_model_path()
     return model_path.with_name(model_path.stem + '.profile.json')
 
@@ -190,7 +190,7 @@ def profile_model(model_path: Union[str, Path, None] = None, *,
                   data_root: Path = fashion_mnist.DEFAULT_ROOT) -> Dict[str, Any]:
     """Measure a checkpoint and return its profile as plain data (see ModelProfile)."""
     model = load_checkpoint(model_path)
-    network, spec = model.network, model.config.input
+    network, spec = model.network, model.config.input_spec
     if spec.size != (28, 28) or spec.channels != 1:
         raise ValueError('the profiler evaluates on Fashion-MNIST: it needs a 1x28x28 model')
     thread_counts = list(thread_counts or range(1, (os.cpu_count() or 1) + 1))

@@ -61,7 +61,8 @@ class TrainConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f'lr must be positive, got {self.lr}')
         if any(w < 0 for w in self.exit_weights) or not any(self.exit_weights):
-            raise ValueError(f'exit weights must be non-negative, not all zero: {self.exit_weights}')
+            raise ValueError(
+                f'exit weights must be non-negative, not all zero: {self.exit_weights}')
         if self.mode == 'joint' and not self.use_labels:
             raise ValueError('joint training needs labels; use mode "distill" to train without')
         if self.mode != 'joint' and self.init is None:
@@ -69,7 +70,7 @@ class TrainConfig:
 
 
 def split_train_validation(seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """Indices of the training and held-out validation images of the Fashion-MNIST train split."""
+    """Split the Fashion-MNIST train set into training and held-out validation indices."""
     order = np.random.default_rng(seed).permutation(60000)
     return np.sort(order[VALIDATION_SIZE:]), np.sort(order[:VALIDATION_SIZE])
 
@@ -126,8 +127,8 @@ def _set_frozen_eval(network: MultiExitNetwork, mode: str) -> None:
 def _model_config(config: TrainConfig) -> MultiExitConfig:
     return MultiExitConfig(
         arch=config.arch, num_classes=len(fashion_mnist.CLASS_NAMES),
-        input=InputSpec(height=28, width=28, channels=1,
-                        mean=fashion_mnist.MEAN, std=fashion_mnist.STD),
+        input_spec=InputSpec(height=28, width=28, channels=1,
+                             mean=fashion_mnist.MEAN, std=fashion_mnist.STD),
         class_names=fashion_mnist.CLASS_NAMES, small_input=True,
         options=dict(config.options))
 
@@ -151,7 +152,7 @@ def train(config: TrainConfig) -> Dict[str, object]:
 
     images, labels = fashion_mnist.load('train', root=config.data_root)
     train_index, val_index = split_train_validation(config.seed)
-    inputs = normalize_images(images, model_config.input)
+    inputs = normalize_images(images, model_config.input_spec)
     targets = torch.from_numpy(labels)
     x_train, y_train = inputs[train_index], targets[train_index]
 
@@ -219,12 +220,12 @@ def train(config: TrainConfig) -> Dict[str, object]:
     val_logits = exit_logits(network, inputs[val_index])
     test_images, test_labels = fashion_mnist.load('test', root=config.data_root)
     test_images, test_labels = test_images[limit], test_labels[limit]
-    test_logits = exit_logits(network, normalize_images(test_images, model_config.input))
+    test_logits = exit_logits(network, normalize_images(test_images, model_config.input_spec))
     metrics = {
         'dataset': 'fashion-mnist',
         'exit_accuracy': exit_accuracy(test_logits, torch.from_numpy(test_labels)),
         'validation_exit_accuracy': exit_accuracy(val_logits, targets[val_index]),
-        'exit_flops': exit_flops(network, model_config.input),
+        'exit_flops': exit_flops(network, model_config.input_spec),
         'parameters': sum(p.numel() for p in network.parameters()),
         'training': {
             **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
