@@ -1,0 +1,157 @@
+"""Stage-by-stage execution of one request, stopping where the policy says (Dělen, Sec. 3)."""
+
+from dataclasses import dataclass
+import math
+import time
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+
+from .conditions import ExitStatus
+from .cost import CostModel
+from .energy import EnergyMeter
+from .goals import Goal
+from .policies.base import Plan, PolicyError
+
+__all__ = ['ConditionalExecutor', 'Execution', 'apply_threads', 'calibrated_top1']
+
+_INF = math.inf
+
+
+@dataclass(frozen=True)
+class Execution:
+    """
+    A finished request: its final exit, every exit evaluated and what it cost.
+
+    ``compute_ms`` and ``energy_mj`` run up to the final answer; ``model_ms`` is the time
+    spent inside the network's stages, the rest of ``compute_ms`` is the runtime's own.
+    """
+
+    final: ExitStatus
+    exits: Tuple[ExitStatus, ...]
+    stage_latencies_ms: Tuple[float, ...]
+    threads: int
+    threads_changed: bool
+    compute_ms: float
+    model_ms: float
+    energy_mj: float
+    slowdown: float
+
+
+def apply_threads(threads: int) -> bool:
+    """Set torch's intra-op thread count only when it differs (setting it is not free)."""
+    if torch.get_num_threads() == threads:
+        return False
+    torch.set_num_threads(threads)
+    return True
+
+
+def calibrated_top1(logits: torch.Tensor, temperature: float) -> Tuple[int, float]:
+    """Class and temperature-scaled softmax probability of one row of logits [1, C]."""
+    row = logits.reshape(-1).tolist()
+    if len(row) > 64:
+        probabilities = torch.softmax(logits.reshape(-1).float() / temperature, dim=0)
+        confidence, class_id = probabilities.max(dim=0)
+        return int(class_id), float(confidence)
+    top = max(row)
+    total = sum(math.exp((value - top) / temperature) for value in row)
+    return row.index(top), 1.0 / total
+
+
+class ConditionalExecutor:
+    """
+    Runs a multi-exit network one stage at a time for one request.
+
+    ``should_stop(status)`` is consulted after every exit whose head runs, unless the plan
+    fixes a target exit. ``on_exit(status)`` receives every intermediate exit when
+    progressive (their heads then run even on the way to a fixed target).
+    """
+
+    def __init__(self, network, profile, *, cost: CostModel,
+                 meter: Optional[EnergyMeter] = None) -> None:
+        if network.num_exits != profile.num_exits:
+            raise ValueError(f'network has {network.num_exits} exits, its profile '
+                             f'{profile.num_exits}')
+        self.network = network
+        self.profile = profile
+        self.cost = cost
+        self.meter = meter or cost.meter
+        self.num_exits = network.num_exits
+        self._temperature: Sequence[float] = tuple(profile.temperature)
+        self._exit_accuracy: Sequence[float] = tuple(profile.exit_accuracy)
+        self._accuracy_at = profile.accuracy_at_confidence
+
+    def execute(self, x: torch.Tensor, *, plan: Plan, goal: Goal,
+                should_stop: Callable[[ExitStatus], bool], queue_ms: float = 0.0,
+                progressive: bool = False,
+                on_exit: Optional[Callable[[ExitStatus], None]] = None) -> Execution:
+        """Run ``x`` [1, C, H, W] (normalized) under ``plan`` until told to stop."""
+        num_exits = self.num_exits
+        target = plan.target_exit
+        if target is not None and not 0 <= target < num_exits:
+            raise PolicyError(f'plan target_exit {target} out of range 0..{num_exits - 1}')
+        threads = plan.threads
+        changed = apply_threads(threads)
+        deadline = goal.latency_ms if goal.latency_ms is not None else _INF
+        energy_cap = goal.energy_mj if goal.energy_mj is not None else _INF
+        cost = self.cost
+        meter = self.meter
+        measured = meter.measured
+        watts = cost.watts(threads)
+        network = self.network
+        stage_ms = []
+        exits = []
+        model_s = 0.0
+        profiled_ms = observed_ms = 0.0
+
+        state = network.begin(x)
+        start = time.perf_counter()
+        reading = meter.read() if measured else None
+        status = None
+        for index in range(num_exits):
+            last = index == num_exits - 1
+            evaluate = last or target is None or index == target or (
+                progressive and index < target)
+            before = time.perf_counter()
+            logits = network.step(state, evaluate_head=evaluate)
+            after = time.perf_counter()
+            elapsed = (after - before) * 1e3
+            model_s += after - before
+            stage_ms.append(elapsed)
+            if not evaluate:
+                continue
+            cost.observe_stage(index, threads, elapsed)
+            profiled_ms += cost.median_ms(index, threads)
+            observed_ms += elapsed
+            class_id, confidence = calibrated_top1(logits, self._temperature[index])
+            compute_ms = (after - start) * 1e3
+            if measured:
+                energy = meter.energy_mj(reading, meter.read(), threads=threads)
+            else:
+                energy = watts * compute_ms
+            if last:
+                next_ms = next_mj = 0.0
+            else:
+                next_ms, next_mj = cost.stage(index + 1, threads)
+            status = ExitStatus(
+                exit_index=index, num_exits=num_exits, class_id=class_id,
+                confidence=confidence, exit_accuracy=self._exit_accuracy[index],
+                expected_accuracy=self._accuracy_at(index, confidence),
+                elapsed_ms=queue_ms + compute_ms, compute_ms=compute_ms,
+                remaining_ms=deadline - queue_ms - compute_ms, energy_mj=energy,
+                remaining_mj=energy_cap - energy, next_latency_ms=next_ms,
+                next_energy_mj=next_mj, threads=threads, goal=goal)
+            exits.append(status)
+            if last or (target is not None and index >= target) or (
+                    target is None and should_stop(status)):
+                break
+            if progressive and on_exit is not None:
+                on_exit(status)
+
+        if measured:
+            cost.observe_power(threads, status.compute_ms, status.energy_mj)
+        return Execution(
+            final=status, exits=tuple(exits), stage_latencies_ms=tuple(stage_ms),
+            threads=threads, threads_changed=changed, compute_ms=status.compute_ms,
+            model_ms=model_s * 1e3, energy_mj=status.energy_mj,
+            slowdown=observed_ms / profiled_ms if profiled_ms > 0 else 1.0)
