@@ -315,14 +315,45 @@ def test_sixteen_bit_scales_by_65535_in_either_byte_order():
                                atol=1e-6)
 
 
-def test_downscale_is_antialiased_bilinear():
+def _normalized_reference(pixels, maximum=255.0):
+    return (torch.from_numpy(pixels.astype(np.float32)) / maximum - 0.5) / 0.25
+
+
+def _bilinear(x, size, antialias):
+    return functional.interpolate(x, size=size, mode='bilinear', align_corners=False,
+                                  antialias=antialias)
+
+
+def test_8bit_downscale_resizes_bytes_then_normalizes():
     pixels = _random_pixels('mono8', height=56, width=56, seed=6)
-    transform = _transform(1)
-    tensor = transform(pixels, 'mono8')
+    tensor = _transform(1)(pixels, 'mono8')
     assert tensor.shape == (1, 1, 28, 28)
-    normalized = (torch.from_numpy(pixels.astype(np.float32)) / 255.0 - 0.5) / 0.25
-    expected = functional.interpolate(normalized[None, None], size=(28, 28), mode='bilinear',
-                                      align_corners=False, antialias=True)
+    # Exactly: torch's antialiased uint8 resize, then the normalization.
+    resized = _bilinear(torch.from_numpy(pixels)[None, None], (28, 28), True)
+    torch.testing.assert_close(tensor, _normalized_reference(resized.numpy()), rtol=0,
+                               atol=1e-6)
+    # And within one grey level of resizing in float.
+    in_float = _bilinear(_normalized_reference(pixels)[None, None], (28, 28), True)
+    assert (tensor - in_float).abs().max() <= 1.0 / 255 / 0.25 + 1e-6
+
+
+def test_colour_downscale_matches_float_within_one_level():
+    bgr = _random_pixels('bgr8', height=120, width=90, seed=8)
+    tensor = _transform(3, size=(30, 40))(bgr, 'bgr8')
+    rgb = _normalized_reference(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1)[None]
+    in_float = _bilinear(rgb, (30, 40), True)
+    assert tensor.shape == (1, 3, 30, 40)
+    assert (tensor - in_float).abs().max() <= 1.0 / 255 / 0.25 + 1e-6
+
+
+def test_16bit_downscale_and_8bit_upscale_resize_in_float():
+    deep = _random_pixels('mono16', height=56, width=42, seed=9)
+    tensor = _transform(1)(deep, 'mono16')
+    expected = _bilinear(_normalized_reference(deep, 65535.0)[None, None], (28, 28), True)
+    torch.testing.assert_close(tensor, expected, rtol=1e-5, atol=1e-5)
+    small = _random_pixels('mono8', height=14, width=10, seed=10)
+    tensor = _transform(1)(small, 'mono8')
+    expected = _bilinear(_normalized_reference(small)[None, None], (28, 28), False)
     torch.testing.assert_close(tensor, expected, rtol=1e-5, atol=1e-5)
 
 

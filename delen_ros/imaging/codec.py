@@ -73,8 +73,13 @@ class EncodingInfo:
     def dtype(self, *, big_endian: bool = False) -> np.dtype:
         """Return the numpy dtype of one channel in the given byte order."""
         if self.depth_bits == 8:
-            return np.dtype(np.uint8)
-        return np.dtype('>u2' if big_endian else '<u2')
+            return _UINT8
+        return _BIG_UINT16 if big_endian else _LITTLE_UINT16
+
+
+_UINT8 = np.dtype(np.uint8)
+_BIG_UINT16 = np.dtype('>u2')
+_LITTLE_UINT16 = np.dtype('<u2')
 
 
 def _table():
@@ -116,6 +121,8 @@ def _uint_field(msg, name: str) -> int:
         value = getattr(msg, name)
     except AttributeError:
         raise ImageFormatError('bad_field', f'image has no {name!r} field') from None
+    if type(value) is int and value >= 0:  # the common case, cheaper than the ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ImageFormatError(
             'bad_field', f'image {name} must be a non-negative integer, got {value!r}')
@@ -123,6 +130,8 @@ def _uint_field(msg, name: str) -> int:
 
 
 def _check_max_pixels(max_pixels) -> int:
+    if type(max_pixels) is int and max_pixels >= 1:
+        return max_pixels
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) \
             or max_pixels < 1:
         raise ValueError(f'max_pixels must be a positive integer, got {max_pixels!r}')

@@ -35,13 +35,15 @@ class ModelInputTransform:
     """
     Convert decoded pixels of any supported encoding into a model input tensor.
 
-    Channels are converted first (colour -> gray with BT.601 luma for 1-channel models,
-    gray -> 3 channels by repetition, alpha dropped, BGR -> RGB), values are scaled to
-    [0, 1] by the encoding's maximum (255 or 65535) and normalized with ``mean`` / ``std``,
-    then the image is resized (bilinear, antialiased when shrinking) to ``input_size`` if
-    it is not that size already. Normalizing before resizing gives the same result as after
-    it (the filter is linear with weights summing to one) and lets 8-bit images go through
-    a single 256-entry lookup per channel. The aspect ratio is not kept.
+    Channels are converted (colour -> gray with BT.601 luma for 1-channel models, gray -> 3
+    channels by repetition, alpha dropped, BGR -> RGB), values are scaled to [0, 1] by the
+    encoding's maximum (255 or 65535) and normalized with ``mean`` / ``std``, and the image
+    is resized to ``input_size`` (bilinear, antialiased when shrinking, aspect ratio not
+    kept) unless it has that size already. 8-bit values go through one 256-entry lookup
+    table per channel. 8-bit images that shrink are resized as uint8 before the lookup
+    (torch's fast kernel; results within 1/255 of resizing in float, like torchvision on
+    uint8 tensors); others are normalized first and resized in float, which is exact
+    because the filter is linear with weights that sum to one.
     """
 
     def __init__(self, *, input_size: Sequence[int], in_channels: int,
@@ -105,14 +107,31 @@ class ModelInputTransform:
                                             f'{values.shape[1]} pixels)')
         return values
 
-    def _normalized(self, values: np.ndarray, info: EncodingInfo) -> np.ndarray:
-        """[C, h, w] float32 at the source size, channels converted and normalized."""
-        height, width = values.shape[:2]
-        out = np.empty((self.in_channels, height, width), dtype=np.float32)
+    @staticmethod
+    def _planes(values: np.ndarray, info: EncodingInfo):
+        """Split HxW / HxWxC pixels into their gray plane or R, G, B planes (views)."""
         if info.channels == 1:
-            sources = [values] * self.in_channels
-        else:
-            sources = [values[:, :, info.order.index(c)] for c in 'RGB']
+            return [values]
+        return [values[:, :, info.order.index(c)] for c in 'RGB']
+
+    def _shrink_uint8(self, values: np.ndarray, info: EncodingInfo):
+        """Resize 8-bit pixels in uint8 (torch's fast antialiased kernel), return planes."""
+        if not values.flags.writeable or not values.flags.c_contiguous:
+            # torch wants a writable buffer; decoded images are read-only message views.
+            values = np.array(values, order='C')
+        source = torch.from_numpy(values)
+        source = source[None, None] if source.dim() == 2 else source.permute(2, 0, 1)[None]
+        resized = functional.interpolate(source, size=self.input_size, mode='bilinear',
+                                         align_corners=False, antialias=True)[0].numpy()
+        if info.channels == 1:
+            return [resized[0]]
+        return [resized[info.order.index(c)] for c in 'RGB']
+
+    def _normalized(self, planes, info: EncodingInfo) -> np.ndarray:
+        """Planes -> [C, h, w] float32, channels converted and normalized."""
+        height, width = planes[0].shape
+        out = np.empty((self.in_channels, height, width), dtype=np.float32)
+        sources = planes * self.in_channels if len(planes) == 1 else planes
         if info.depth_bits == 8:
             if self.in_channels == 1 and len(sources) == 3:
                 np.take(self._luma_lut8[0], sources[0], out=out[0])
@@ -144,13 +163,20 @@ class ModelInputTransform:
         """
         info = encoding_info(encoding)
         values = self._check_pixels(pixels, info)
-        tensor = torch.from_numpy(self._normalized(values, info)).unsqueeze(0)
-        if tuple(values.shape[:2]) != self.input_size:
-            shrinking = (values.shape[0] > self.input_size[0]
-                         or values.shape[1] > self.input_size[1])
-            tensor = functional.interpolate(tensor, size=self.input_size, mode='bilinear',
-                                            align_corners=False, antialias=shrinking)
-        return tensor
+        height, width = values.shape[:2]
+        out_height, out_width = self.input_size
+        if (height, width) == self.input_size:
+            return torch.from_numpy(self._normalized(self._planes(values, info), info))[None]
+        if info.depth_bits == 8 and height * width > out_height * out_width:
+            # Shrinking 8-bit images: resize the raw bytes first (several times faster than
+            # float, within 1/255 of it, as torchvision does for uint8), normalize fewer
+            # pixels after.
+            planes = self._shrink_uint8(values, info)
+            return torch.from_numpy(self._normalized(planes, info))[None]
+        tensor = torch.from_numpy(self._normalized(self._planes(values, info), info))[None]
+        return functional.interpolate(tensor, size=self.input_size, mode='bilinear',
+                                      align_corners=False,
+                                      antialias=height > out_height or width > out_width)
 
     def transform_message(self, msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                           use_cv_bridge: bool = True) -> torch.Tensor:
