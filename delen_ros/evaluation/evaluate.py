@@ -1,0 +1,227 @@
+"""
+The whole evaluation from one command: every scenario, every policy, the oracle, the report.
+
+    delen_eval --output docs/eval            # ros2 run delen_ros delen_eval ...
+
+Policies run one after another, each on a fresh InferenceServer over the same trace (same
+frames, same times, same load schedule). The oracle is computed offline from a recorded pass.
+Results: ``results.md`` (tables), PNG plots and ``records.csv`` (one row per frame and policy)
+in the output folder.
+"""
+
+import argparse
+import csv
+from dataclasses import asdict, dataclass, field
+import datetime
+import os
+from pathlib import Path
+import platform as platform_module
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from . import report
+from .oracle import exit_correctness, LatencyTable, measure_latencies, oracle_run
+from .runner import PolicyRun, run_policy
+from .scenarios import builtin_scenarios, Scenario, SCENARIOS
+from ..engine import fashion_mnist, load_checkpoint, normalize_images
+from ..engine.profiling import default_profile_path, load_profile
+from ..runtime.energy import default_platform, PowerModel
+from ..runtime.policies import alert, alert_plus  # noqa: F401  (registers the policies)
+from ..runtime.server import InferenceServer
+
+__all__ = ['EvaluationConfig', 'ScenarioResult', 'evaluate', 'main']
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What to evaluate and where to write it."""
+
+    output: Path
+    scenarios: Sequence[str] = tuple(SCENARIOS)
+    scale: float = 1.0
+    model: Optional[Path] = None
+    profile: Optional[Path] = None
+    platform: Optional[str] = None
+    data_root: Path = fashion_mnist.DEFAULT_ROOT
+    policies: Optional[Sequence[str]] = None
+    calibration_frames: int = 12
+    plots: bool = True
+
+    def __post_init__(self):
+        if not self.scale > 0:
+            raise ValueError(f'scale must be positive, got {self.scale}')
+        if self.calibration_frames < 1:
+            raise ValueError('calibration_frames must be positive')
+
+
+@dataclass
+class ScenarioResult:
+    """The runs of one scenario (the oracle last) and the files written for it."""
+
+    scenario: Scenario
+    runs: List[PolicyRun]
+    files: List[Path] = field(default_factory=list)
+
+
+def _machine() -> Dict[str, str]:
+    cpu = platform_module.processor() or platform_module.machine()
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return {'cpu': cpu, 'cpus': str(os.cpu_count()), 'torch': torch.__version__,
+            'python': platform_module.python_version(),
+            'loadavg': ' '.join(f'{value:.2f}' for value in load),
+            'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(['uptime'], capture_output=True, text=True, check=False,
+                              timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ''
+
+
+def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
+    """Run every scenario and policy, compute the oracle, write tables and plots."""
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    model = load_checkpoint(config.model)
+    profile = load_profile(config.profile or default_profile_path(model.path))
+    platform = config.platform or default_platform()
+    power = PowerModel.from_platform(platform)
+    images, labels = fashion_mnist.load('test', root=config.data_root)
+    scenarios = builtin_scenarios(config.scenarios, scale=config.scale)
+    if config.policies:
+        scenarios = [Scenario(**{**{k: getattr(s, k) for k in s.__dataclass_fields__},
+                                 'policies': tuple(config.policies)}) for s in scenarios]
+    traces = {s.name: s.trace(len(labels)) for s in scenarios}
+    started = time.monotonic()
+    uptime_before = _uptime()
+
+    # Recorded pass for the oracle: per-exit correctness and per-phase latencies.
+    correctness = exit_correctness(model.network, model.config.input_spec, images, labels)
+    inputs = normalize_images(images[:64], model.config.input_spec)
+    phases = (False, True) if any(s.load for s in scenarios) else (False,)
+    print(f'recording latencies per exit, thread count and load phase {phases} ...',
+          file=sys.stderr)
+    table: LatencyTable = measure_latencies(
+        model.network, inputs, thread_counts=profile.thread_counts, phases=phases,
+        frames=config.calibration_frames)
+
+    total = sum(s.duration_s * len(s.policies) for s in scenarios)
+    results = []
+    with tqdm(total=round(total), unit='s', desc='evaluation', mininterval=1.0,
+              bar_format='{l_bar}{bar}| {n:.0f}/{total:.0f} s scenario time '
+                         '[{elapsed}<{remaining}]') as bar:
+        for scenario in scenarios:
+            runs = []
+            for policy in scenario.policies:
+                bar.set_postfix_str(f'{scenario.name}/{policy}')
+                server = InferenceServer(model, profile, platform=platform, threads=1,
+                                         clock=time.monotonic)
+                runs.append(run_policy(scenario, policy, server=server,
+                                       trace=traces[scenario.name], images=images,
+                                       labels=labels, progress=bar.update))
+            runs.append(oracle_run(scenario, traces[scenario.name], table=table,
+                                   correctness=correctness, labels=labels, power=power))
+            results.append(ScenarioResult(scenario=scenario, runs=runs))
+    wall = time.monotonic() - started
+    _write(output, results, table=table, wall_s=wall, platform=platform, power=power,
+           uptime_before=uptime_before, plots=config.plots)
+    return results
+
+
+def _write(output: Path, results: Sequence[ScenarioResult], *, table: LatencyTable,
+           wall_s: float, platform: str, power: PowerModel, uptime_before: str,
+           plots: bool) -> None:
+    lines = ['# delen_eval results', '',
+             f'- wall time: {wall_s:.0f} s; machine: ' + ', '.join(
+                 f'{k} {v}' for k, v in _machine().items()),
+             f'- uptime before: `{uptime_before}`; after: `{_uptime()}`',
+             f'- energy: ESTIMATED from the power model `{platform}` (active W x compute '
+             f'time; {", ".join(f"{s.threads} thr {s.active_w:g} W" for s in power.settings)}'
+             f', idle {power.idle_w:g} W), not measured', '',
+             '## Recorded latencies (oracle input), median ms of the plain path per exit', '',
+             '| load | threads | ' + ' | '.join(f'exit {k}' for k in range(table.num_exits))
+             + ' |', '|---|---|' + '---|' * table.num_exits]
+    for loaded in sorted({key[0] for key in table.samples}):
+        for threads in table.thread_counts:
+            lines.append(f'| {"on" if loaded else "off"} | {threads} | ' + ' | '.join(
+                f'{table.median_ms(loaded, threads, k):.1f}' for k in range(table.num_exits))
+                + ' |')
+    rows = []
+    for result in results:
+        scenario = result.scenario
+        lines += ['', f'## {scenario.name}', '', scenario.description, '',
+                  'Policies: ' + ', '.join(run.policy for run in result.runs) + '.', '',
+                  report.results_table(result.runs), '', report.comparison_table(result.runs)]
+        if scenario.load:
+            lines += ['', 'While the CPU load is on:', '',
+                      report.results_table(result.runs, loaded=True)]
+        probes = [f'{run.policy}: {run.probes}' for run in result.runs if run.probes]
+        if probes:
+            lines += ['', 'alert_plus probes of stale settings: ' + ', '.join(probes)]
+        drops = [f'{run.policy}: ' + ', '.join(f'{k} {v}' for k, v in run.dropped.items() if v)
+                 for run in result.runs if any(run.dropped.values())]
+        if drops:
+            lines += ['', 'Frames the runtime dropped: ' + '; '.join(drops)]
+        if plots:
+            for kind, plot in (('latency', report.plot_latency),
+                               ('choices', report.plot_choices), ('bars', report.plot_bars)):
+                path = plot(scenario, result.runs, output / f'{scenario.name}_{kind}.png')
+                result.files.append(path)
+                lines += ['', f'![{scenario.name} {kind}]({path.name})']
+        for run in result.runs:
+            for record in run.records:
+                rows.append({'scenario': scenario.name, 'policy': run.policy,
+                             **asdict(record)})
+    (output / 'results.md').write_text('\n'.join(lines) + '\n')
+    if rows:
+        with open(output / 'records.csv', 'w', newline='') as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point of delen_eval."""
+    parser = argparse.ArgumentParser(
+        prog='delen_eval', description='Trace-driven evaluation of the exit/thread policies '
+        'on the real model, real frames and a real CPU load.')
+    parser.add_argument('--output', type=Path, default=Path('eval_out'),
+                        help='folder for results.md, plots and records.csv')
+    parser.add_argument('--scenarios', nargs='+', default=list(SCENARIOS),
+                        choices=list(SCENARIOS), help='scenarios to run (default: all)')
+    parser.add_argument('--scale', type=float, default=1.0,
+                        help='multiply every scenario duration (e.g. 0.3 for a smoke run)')
+    parser.add_argument('--policies', nargs='+', help="override every scenario's policies")
+    parser.add_argument('--model', type=Path, help='checkpoint (default: shipped)')
+    parser.add_argument('--profile', type=Path, help='profile (default: beside the model)')
+    parser.add_argument('--platform', help='power model (default: detected)')
+    parser.add_argument('--data-root', type=Path, default=fashion_mnist.DEFAULT_ROOT)
+    parser.add_argument('--no-plots', action='store_true', help='tables only')
+    args = parser.parse_args(argv)
+    config = EvaluationConfig(
+        output=args.output, scenarios=tuple(args.scenarios), scale=args.scale,
+        model=args.model, profile=args.profile, platform=args.platform,
+        data_root=args.data_root, policies=args.policies, plots=not args.no_plots)
+    started = time.monotonic()
+    evaluate(config)
+    print(f'wrote {config.output / "results.md"} in {time.monotonic() - started:.0f} s',
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""
+The offline oracle: what the best (exit, threads) choice per frame would have achieved.
+
+It is computed from a recorded pass, never run live:
+
+- per-frame, per-exit correctness from one batch forward over the trace's frames;
+- latency per (exit, threads) and load phase from stage latencies measured on this machine
+  with and without the real CPU load (``measure_latencies``): the plain path to exit k is
+  stages 0..k plus head k, the path ``Plan.target_exit`` runs.
+
+Per frame it knows which pairs answer correctly in time, and picks (Sec. 5 of ALERT: the
+oracle knows the future): under latency and energy goals the least-energy pair that is
+correct within the bounds (else the least-energy pair within the bounds, else the fastest);
+under accuracy goals the least energy overall while the tenant's mean accuracy over the goal's
+span reaches the bound (greedy upgrades by extra energy per corrected frame). Queueing is
+ignored: the oracle's latency is the compute latency alone.
+"""
+
+from dataclasses import dataclass
+import itertools
+import math
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .load import CpuLoad
+from .runner import PolicyRun, RequestRecord
+from .scenarios import Arrival, Scenario
+from ..engine import exit_logits, normalize_images
+from ..runtime.executor import apply_threads
+from ..runtime.goals import GoalKind
+
+__all__ = ['LatencyTable', 'exit_correctness', 'measure_latencies', 'oracle_run']
+
+
+@dataclass
+class LatencyTable:
+    """Measured latency samples (ms) per (loaded, threads, exit) of the plain path."""
+
+    samples: Dict[Tuple[bool, int, int], List[float]]
+    thread_counts: Tuple[int, ...]
+    num_exits: int
+
+    def median_ms(self, loaded: bool, threads: int, exit_index: int) -> float:
+        """Return the median latency of one pair in one load phase."""
+        values = self.samples.get((loaded, threads, exit_index))
+        return float(np.median(values)) if values else math.inf
+
+    def percentile_ms(self, loaded: bool, threads: int, exit_index: int, q: float) -> float:
+        """Return a percentile of the latency of one pair in one load phase."""
+        values = self.samples.get((loaded, threads, exit_index))
+        return float(np.percentile(values, q)) if values else math.inf
+
+
+def _time_frame(network, x: torch.Tensor) -> List[float]:
+    """Plain-path latency (ms) to every exit of one frame: stages 0..k, then head k."""
+    stage_ms, head_ms = [], []
+    features = x
+    with torch.inference_mode():
+        for stage, head in zip(network.stages, network.heads):
+            start = time.perf_counter()
+            features = stage(features)
+            middle = time.perf_counter()
+            head(features)
+            end = time.perf_counter()
+            stage_ms.append((middle - start) * 1e3)
+            head_ms.append((end - middle) * 1e3)
+    return [sum(stage_ms[:k + 1]) + head_ms[k] for k in range(len(stage_ms))]
+
+
+def measure_latencies(network, inputs: torch.Tensor, *, thread_counts: Sequence[int],
+                      phases: Sequence[bool] = (False, True), frames: int = 12,
+                      max_seconds: float = 6.0, warmup_s: float = 0.5) -> LatencyTable:
+    """
+    Measure plain-path latencies per exit, thread count and load phase (the recorded pass).
+
+    Per (phase, threads): up to ``frames`` frames or ``max_seconds``; the loaded phase runs
+    under ``CpuLoad`` (one busy process per core), started ``warmup_s`` before measuring.
+    """
+    samples: Dict[Tuple[bool, int, int], List[float]] = {}
+    saved = torch.get_num_threads()
+    frame_ids = itertools.cycle(range(len(inputs)))
+    try:
+        for loaded in phases:
+            load = CpuLoad(max_seconds=len(thread_counts) * max_seconds + 30.0)
+            if loaded:
+                load.start()
+                time.sleep(warmup_s)
+            try:
+                for threads in thread_counts:
+                    apply_threads(threads)
+                    _time_frame(network, inputs[:1])  # warm this thread count
+                    deadline = time.monotonic() + max_seconds
+                    for _ in range(frames):
+                        index = next(frame_ids)
+                        for exit_index, value in enumerate(
+                                _time_frame(network, inputs[index:index + 1])):
+                            samples.setdefault((loaded, threads, exit_index), []).append(value)
+                        if time.monotonic() > deadline:
+                            break
+            finally:
+                load.stop()
+    finally:
+        torch.set_num_threads(saved)
+    return LatencyTable(samples=samples, thread_counts=tuple(thread_counts),
+                        num_exits=network.num_exits)
+
+
+def exit_correctness(network, spec, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Return bool [num_exits, N]: is exit k right on image i (one batch forward)."""
+    logits = exit_logits(network, normalize_images(images, spec))
+    return (logits.argmax(dim=2) == torch.from_numpy(labels).unsqueeze(0)).numpy()
+
+
+@dataclass(frozen=True)
+class _Option:
+    exit_index: int
+    threads: int
+    latency_ms: float
+    energy_mj: float
+
+
+def _options(table: LatencyTable, power, loaded: bool) -> List[_Option]:
+    options = []
+    for threads in table.thread_counts:
+        watts = power.active_w(threads)
+        for exit_index in range(table.num_exits):
+            latency = table.median_ms(loaded, threads, exit_index)
+            options.append(_Option(exit_index, threads, latency, watts * latency))
+    return options
+
+
+def _record(arrival: Arrival, index: int, label: int, option: _Option,
+            correct: bool) -> RequestRecord:
+    goal = arrival.goal
+    met = goal.latency_ms is None or option.latency_ms <= goal.latency_ms
+    return RequestRecord(
+        index=index, time_s=arrival.time_s, tenant=arrival.tenant, frame=arrival.frame,
+        label=label, goal=str(goal), deadline_ms=goal.latency_ms,
+        energy_bound_mj=goal.energy_mj, loaded=arrival.loaded, answered=True,
+        exit_index=option.exit_index, threads=option.threads, latency_ms=option.latency_ms,
+        queue_ms=0.0, compute_ms=option.latency_ms, energy_mj=option.energy_mj,
+        deadline_met=met, correct=correct)
+
+
+def _within(option: _Option, goal) -> bool:
+    if goal.latency_ms is not None and option.latency_ms > goal.latency_ms:
+        return False
+    return goal.energy_mj is None or option.energy_mj <= goal.energy_mj
+
+
+def _best_for_frame(options: Sequence[_Option], correct: np.ndarray, goal) -> _Option:
+    within = [o for o in options if _within(o, goal)]
+    if not within:
+        return min(options, key=lambda o: (o.latency_ms, o.energy_mj))
+    right = [o for o in within if correct[o.exit_index]]
+    pool = right or within
+    return min(pool, key=lambda o: (o.energy_mj, o.latency_ms))
+
+
+def oracle_run(scenario: Scenario, trace: Sequence[Arrival], *, table: LatencyTable,
+               correctness: np.ndarray, labels: np.ndarray, power) -> PolicyRun:
+    """Return the oracle's choices for the trace as a PolicyRun (offline, no timing)."""
+    options = {loaded: _options(table, power, loaded) for loaded in (False, True)}
+    chosen: Dict[int, _Option] = {}
+    spans: Dict[Tuple[str, str], List[int]] = {}
+    for index, arrival in enumerate(trace):
+        correct = correctness[:, arrival.frame]
+        if arrival.goal.kind is GoalKind.ACCURACY:
+            spans.setdefault((arrival.tenant, str(arrival.goal)), []).append(index)
+            continue
+        chosen[index] = _best_for_frame(options[arrival.loaded], correct, arrival.goal)
+    for indices in spans.values():
+        goal = trace[indices[0]].goal
+        cheapest, upgrades = {}, []
+        for index in indices:
+            arrival = trace[index]
+            correct = correctness[:, arrival.frame]
+            within = [o for o in options[arrival.loaded] if _within(o, goal)]
+            if not within:
+                cheapest[index] = min(options[arrival.loaded],
+                                      key=lambda o: (o.latency_ms, o.energy_mj))
+                continue
+            cheap = min(within, key=lambda o: (o.energy_mj, o.latency_ms))
+            cheapest[index] = cheap
+            if not correct[cheap.exit_index]:
+                right = [o for o in within if correct[o.exit_index]]
+                if right:
+                    best = min(right, key=lambda o: (o.energy_mj, o.latency_ms))
+                    upgrades.append((best.energy_mj - cheap.energy_mj, index, best))
+        chosen.update(cheapest)
+        needed = math.ceil(goal.min_accuracy * len(indices) - 1e-9)
+        have = sum(bool(correctness[chosen[i].exit_index, trace[i].frame]) for i in indices)
+        for _, index, best in sorted(upgrades, key=lambda item: (item[0], item[1])):
+            if have >= needed:
+                break
+            chosen[index] = best
+            have += 1
+    records = [_record(arrival, index, int(labels[arrival.frame]), chosen[index],
+                       bool(correctness[chosen[index].exit_index, arrival.frame]))
+               for index, arrival in enumerate(trace)]
+    return PolicyRun(scenario=scenario.name, policy='oracle', records=records, wall_s=0.0,
+                     energy_source=getattr(power, 'source', ''),
+                     energy_measured=bool(getattr(power, 'measured', False)), dropped={})

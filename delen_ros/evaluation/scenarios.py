@@ -1,0 +1,259 @@
+"""
+Scenarios of the trace-driven evaluation: tenants, request rates, goal changes, CPU load.
+
+A scenario is plain configuration (frozen dataclasses). ``Scenario.trace`` turns it into the
+list of arrivals every policy is run on: the same frames at the same times, so policies are
+compared on identical input; ``Scenario.loaded_at`` says which load phase a time falls in.
+"""
+
+from dataclasses import dataclass, field
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..runtime.goals import Goal, parse_goal
+
+__all__ = ['Arrival', 'GoalChange', 'LoadPhase', 'RateChange', 'SCENARIOS', 'Scenario',
+           'TenantPlan', 'builtin_scenarios', 'contention_scenario', 'goal_change_scenario',
+           'multi_tenant_scenario', 'rate_change_scenario']
+
+
+@dataclass(frozen=True)
+class LoadPhase:
+    """A CPU-bound competitor on every core from ``start_s`` to ``end_s`` (scenario time)."""
+
+    start_s: float
+    end_s: float
+
+    def __post_init__(self):
+        if not (0.0 <= self.start_s < self.end_s and math.isfinite(self.end_s)):
+            raise ValueError(f'load phase needs 0 <= start < end, got {self}')
+
+
+@dataclass(frozen=True)
+class RateChange:
+    """From ``at_s`` on, a tenant's frames arrive every ``1 / rate_hz`` s."""
+
+    at_s: float
+    rate_hz: float
+
+    def __post_init__(self):
+        if not (self.at_s >= 0.0 and math.isfinite(self.rate_hz) and self.rate_hz > 0.0):
+            raise ValueError(f'rate change needs at_s >= 0 and rate_hz > 0, got {self}')
+
+
+@dataclass(frozen=True)
+class GoalChange:
+    """From ``at_s`` on, a tenant's frames are served under ``goal``."""
+
+    at_s: float
+    goal: Goal
+
+    def __post_init__(self):
+        if isinstance(self.goal, str):
+            object.__setattr__(self, 'goal', parse_goal(self.goal))
+        if self.at_s < 0.0:
+            raise ValueError(f'goal change needs at_s >= 0, got {self.at_s}')
+
+
+@dataclass(frozen=True)
+class TenantPlan:
+    """
+    One tenant of a scenario: its goal at t=0, later goal changes and its request rates.
+
+    ``rates`` must start at 0 s; frames are periodic at the rate in force (a camera).
+    """
+
+    name: str
+    goal: Goal
+    rates: Tuple[RateChange, ...]
+    goal_changes: Tuple[GoalChange, ...] = ()
+
+    def __post_init__(self):
+        if isinstance(self.goal, str):
+            object.__setattr__(self, 'goal', parse_goal(self.goal))
+        object.__setattr__(self, 'rates', tuple(sorted(self.rates, key=lambda r: r.at_s)))
+        object.__setattr__(self, 'goal_changes',
+                           tuple(sorted(self.goal_changes, key=lambda g: g.at_s)))
+        if not self.rates or self.rates[0].at_s != 0.0:
+            raise ValueError(f'tenant {self.name!r}: the first rate must start at 0 s')
+
+    def goal_at(self, time_s: float) -> Goal:
+        """Return the goal in force at scenario time ``time_s``."""
+        goal = self.goal
+        for change in self.goal_changes:
+            if change.at_s <= time_s:
+                goal = change.goal
+        return goal
+
+    def arrival_times(self, duration_s: float) -> List[float]:
+        """Return the periodic arrival times over the scenario."""
+        times = []
+        for index, rate in enumerate(self.rates):
+            end = self.rates[index + 1].at_s if index + 1 < len(self.rates) else duration_s
+            period = 1.0 / rate.rate_hz
+            count = int(math.ceil((min(end, duration_s) - rate.at_s) / period - 1e-9))
+            times.extend(rate.at_s + period * i for i in range(max(count, 0)))
+        return times
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One frame of the trace: when, for whom, which test image, under which goal."""
+
+    time_s: float
+    tenant: str
+    frame: int
+    goal: Goal
+    loaded: bool
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """
+    A scripted run: tenants with rates and goals, CPU load phases, and the policies run.
+
+    ``policies`` lists policy strings (``make_policy`` form) run one after another, each on
+    a fresh runtime; ``seed`` picks the test frames.
+    """
+
+    name: str
+    description: str
+    duration_s: float
+    tenants: Tuple[TenantPlan, ...]
+    load: Tuple[LoadPhase, ...] = ()
+    policies: Tuple[str, ...] = ('alert', 'alert_plus', 'app_only', 'sys_only')
+    seed: int = 0
+    queue_size: int = 2
+    notes: Tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        if not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise ValueError(f'scenario {self.name!r}: duration must be positive')
+        names = [t.name for t in self.tenants]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f'scenario {self.name!r}: needs tenants with distinct names')
+        for phase in self.load:
+            if phase.end_s > self.duration_s:
+                raise ValueError(f'scenario {self.name!r}: load phase {phase} ends after '
+                                 f'the scenario ({self.duration_s} s)')
+        if not self.policies:
+            raise ValueError(f'scenario {self.name!r}: no policies to run')
+
+    def loaded_at(self, time_s: float) -> bool:
+        """Return True when the CPU competitor runs at scenario time ``time_s``."""
+        return any(p.start_s <= time_s < p.end_s for p in self.load)
+
+    def trace(self, num_frames: int) -> List[Arrival]:
+        """Return every arrival in time order, test frames drawn with ``seed``."""
+        rng = np.random.default_rng(self.seed)
+        arrivals = []
+        for tenant in self.tenants:
+            for time_s in tenant.arrival_times(self.duration_s):
+                arrivals.append((time_s, tenant))
+        arrivals.sort(key=lambda item: (item[0], item[1].name))
+        frames = rng.choice(num_frames, size=len(arrivals), replace=len(arrivals) > num_frames)
+        return [Arrival(time_s=t, tenant=tenant.name, frame=int(frame),
+                        goal=tenant.goal_at(t), loaded=self.loaded_at(t))
+                for (t, tenant), frame in zip(arrivals, frames)]
+
+    def goal_changes(self) -> List[Tuple[float, str, Goal]]:
+        """Return (time, tenant, goal) of every scripted goal change, in time order."""
+        changes = [(c.at_s, t.name, c.goal) for t in self.tenants for c in t.goal_changes]
+        return sorted(changes, key=lambda item: (item[0], item[1]))
+
+
+def contention_scenario(*, duration_s: float = 30.0, rate_hz: float = 20.0,
+                        deadline_ms: float = 40.0,
+                        policies: Optional[Sequence[str]] = None) -> Scenario:
+    """Build (a): one tenant with a deadline, a CPU hog per core from 1/3 to 2/3 of the run."""
+    return Scenario(
+        name='contention',
+        description=(f'one tenant, latency:{deadline_ms:g} ms at {rate_hz:g} frames/s; a '
+                     f'CPU-bound process per core from {duration_s / 3:.0f} s to '
+                     f'{2 * duration_s / 3:.0f} s'),
+        duration_s=duration_s,
+        tenants=(TenantPlan('camera', Goal.latency(deadline_ms),
+                            rates=(RateChange(0.0, rate_hz),)),),
+        load=(LoadPhase(duration_s / 3, 2 * duration_s / 3),),
+        policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only', 'static',
+                                    'confidence', 'budget')))
+
+
+def goal_change_scenario(*, duration_s: float = 15.0, rate_hz: float = 20.0,
+                         policies: Optional[Sequence[str]] = None) -> Scenario:
+    """Build (b): one tenant whose goal changes twice: tight deadline, accuracy, energy cap."""
+    third = duration_s / 3
+    return Scenario(
+        name='goal_change',
+        description=(f'one tenant at {rate_hz:g} frames/s; goal latency:8 ms, then at '
+                     f'{third:.0f} s accuracy:0.90 (latency 50 ms), then at {2 * third:.0f} s '
+                     'energy:30 mJ (latency 50 ms); no CPU load'),
+        duration_s=duration_s,
+        tenants=(TenantPlan('camera', Goal.latency(8.0), rates=(RateChange(0.0, rate_hz),),
+                            goal_changes=(GoalChange(third, Goal.accuracy(0.90,
+                                                                          latency_ms=50.0)),
+                                          GoalChange(2 * third, Goal.energy(
+                                              30.0, latency_ms=50.0)))),),
+        policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only', 'budget')))
+
+
+def rate_change_scenario(*, duration_s: float = 15.0, deadline_ms: float = 25.0,
+                         policies: Optional[Sequence[str]] = None) -> Scenario:
+    """Build (c): one tenant whose frame rate jumps from 10/s to 60/s and back; no CPU load."""
+    third = duration_s / 3
+    return Scenario(
+        name='rate_change',
+        description=(f'one tenant, latency:{deadline_ms:g} ms; 10 frames/s, 60 frames/s from '
+                     f'{third:.0f} s, 10 frames/s from {2 * third:.0f} s; no CPU load'),
+        duration_s=duration_s,
+        tenants=(TenantPlan('camera', Goal.latency(deadline_ms),
+                            rates=(RateChange(0.0, 10.0), RateChange(third, 60.0),
+                                   RateChange(2 * third, 10.0))),),
+        policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only', 'budget')))
+
+
+def multi_tenant_scenario(*, duration_s: float = 20.0,
+                          policies: Optional[Sequence[str]] = None) -> Scenario:
+    """Build (d): three tenants with a latency, an accuracy and an energy goal; load mid-run."""
+    return Scenario(
+        name='three_tenants',
+        description=('three tenants at 10 frames/s each: latency:20 ms, accuracy:0.90 '
+                     '(latency 60 ms), energy:30 mJ (latency 60 ms); a CPU-bound process per '
+                     f'core from {duration_s / 2:.0f} s to {3 * duration_s / 4:.0f} s'),
+        duration_s=duration_s,
+        tenants=(
+            TenantPlan('latency', Goal.latency(20.0), rates=(RateChange(0.0, 10.0),)),
+            TenantPlan('accuracy', Goal.accuracy(0.90, latency_ms=60.0),
+                       rates=(RateChange(0.0, 10.0),)),
+            TenantPlan('energy', Goal.energy(30.0, latency_ms=60.0),
+                       rates=(RateChange(0.0, 10.0),)),
+        ),
+        load=(LoadPhase(duration_s / 2, 3 * duration_s / 4),),
+        policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only')))
+
+
+SCENARIOS = {
+    'contention': contention_scenario,
+    'goal_change': goal_change_scenario,
+    'rate_change': rate_change_scenario,
+    'three_tenants': multi_tenant_scenario,
+}
+
+
+def builtin_scenarios(names: Optional[Sequence[str]] = None, *,
+                      scale: float = 1.0) -> List[Scenario]:
+    """Return the built-in scenarios by name (all by default), durations times ``scale``."""
+    names = list(names or SCENARIOS)
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise ValueError(f'unknown scenario {", ".join(unknown)}; known: '
+                         f'{", ".join(SCENARIOS)}')
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f'scale must be positive, got {scale}')
+    built = []
+    for name in names:
+        default = SCENARIOS[name]()
+        built.append(SCENARIOS[name](duration_s=default.duration_s * scale))
+    return built

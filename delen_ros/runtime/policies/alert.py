@@ -1,0 +1,397 @@
+"""
+ALERT: choose the exit and the resource setting together from a Kalman-filtered slowdown.
+
+ALERT (Wan et al., USENIX ATC 2020, Sec. 4) keeps one *global slowdown factor* xi (observed /
+profiled latency) estimated by a scalar Kalman filter whose process noise adapts to recent
+corrections. For every request it predicts, for each (exit x resource setting) pair, the
+probability of meeting the deadline (xi Gaussian), the expected accuracy (a missed deadline
+counts as a wrong answer) and the energy (active power x time plus idle power for the rest of
+the period), then picks per the goal:
+
+- latency or energy goals: maximize expected accuracy within the latency and energy bounds;
+- accuracy goals: minimize energy within the latency and accuracy bounds.
+
+Resource settings are the profile's intra-op thread counts (those the platform's power model
+lists); the chosen one is applied for real through ``Plan.threads``. ``app_only`` and
+``sys_only`` are the same machinery restricted to exits at all threads, and to thread counts
+at the last exit (ALERT's App-only and Sys-only baselines, Sec. 5).
+"""
+
+from dataclasses import dataclass
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .base import Outcome, Plan, Policy, PolicyError, register_policy, RequestContext
+from ..conditions import ExitStatus
+from ..goals import Goal, GoalKind
+
+__all__ = ['AlertConfig', 'AlertPolicy', 'AppOnlyPolicy', 'Candidate', 'KalmanConfig',
+           'ResourceSetting', 'SlowdownKalman', 'SysOnlyPolicy', 'choose_candidate',
+           'deadline_probability', 'evaluate_candidates', 'observed_slowdown',
+           'profiled_latency_ms', 'resource_settings']
+
+
+@dataclass(frozen=True)
+class KalmanConfig:
+    """
+    Parameters of the slowdown filter (ALERT Sec. 4.2).
+
+    ``measurement_noise`` is R (variance of one observed ratio), ``process_noise_floor`` Q0,
+    ``forgetting`` the weight alpha of the previous Q in
+    ``Q_n = max(Q0, alpha Q_{n-1} + (1 - alpha) (K y)^2)``.
+    """
+
+    initial: float = 1.0
+    initial_variance: float = 0.1
+    measurement_noise: float = 0.01
+    process_noise_floor: float = 1e-3
+    forgetting: float = 0.3
+
+    def __post_init__(self):
+        for name in ('initial', 'measurement_noise'):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise ValueError(f'{name} must be positive and finite, got {value}')
+        for name in ('initial_variance', 'process_noise_floor'):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f'{name} must be finite and >= 0, got {value}')
+        if not 0.0 <= self.forgetting < 1.0:
+            raise ValueError(f'forgetting must be in [0, 1), got {self.forgetting}')
+
+
+class SlowdownKalman:
+    """
+    Scalar Kalman filter of the slowdown xi with adaptive process noise (ALERT Sec. 4.2).
+
+    ``mean`` and ``variance`` describe the estimate of xi; ``predictive_std`` the spread of
+    the next single observation (estimate, process and measurement noise together), which is
+    what the chance of one request meeting its deadline depends on.
+    """
+
+    MIN_MEAN = 0.05
+
+    def __init__(self, config: Optional[KalmanConfig] = None) -> None:
+        self.config = config or KalmanConfig()
+        self.mean = self.config.initial
+        self.variance = self.config.initial_variance
+        self.process_noise = self.config.process_noise_floor
+        self.count = 0
+
+    def update(self, ratio: float) -> None:
+        """Fold in one observed ratio (ignored unless positive and finite)."""
+        if not (math.isfinite(ratio) and ratio > 0.0):
+            return
+        config = self.config
+        prior = self.variance + self.process_noise
+        innovation = ratio - self.mean
+        gain = prior / (prior + config.measurement_noise)
+        self.mean = max(self.mean + gain * innovation, self.MIN_MEAN)
+        self.variance = (1.0 - gain) * prior
+        correction = gain * innovation
+        self.process_noise = max(config.process_noise_floor,
+                                 config.forgetting * self.process_noise
+                                 + (1.0 - config.forgetting) * correction * correction)
+        self.count += 1
+
+    @property
+    def predictive_std(self) -> float:
+        """Return the standard deviation of the next observed ratio."""
+        return math.sqrt(self.variance + self.process_noise + self.config.measurement_noise)
+
+    def __repr__(self) -> str:
+        return (f'SlowdownKalman(mean={self.mean:.3f}, std={self.predictive_std:.3f}, '
+                f'n={self.count})')
+
+
+@dataclass(frozen=True)
+class ResourceSetting:
+    """One resource setting: intra-op threads and the active power drawn with them."""
+
+    threads: int
+    active_w: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """
+    Predictions for one (exit, resource setting) pair of one request.
+
+    ``latency_ms`` is the expected compute latency (mean slowdown x profiled latency);
+    ``energy_mj`` ALERT's energy over the period (active + idle for the rest of it);
+    ``active_energy_mj`` the active part alone, what the runtime meters per request.
+    """
+
+    exit_index: int
+    threads: int
+    profiled_ms: float
+    latency_ms: float
+    deadline_probability: float
+    expected_accuracy: float
+    energy_mj: float
+    active_energy_mj: float
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """
+    Behaviour of the ALERT policies apart from the filter.
+
+    ``max_miss``: largest predicted chance of missing the deadline a choice may take
+    (1.0 leaves only ALERT's expected-accuracy term); ``period_ms``: period over which idle
+    power is charged (None: the goal's deadline, else no idle term).
+    """
+
+    max_miss: float = 0.01
+    period_ms: Optional[float] = None
+    kalman: KalmanConfig = KalmanConfig()
+
+    def __post_init__(self):
+        if not 0.0 <= self.max_miss <= 1.0:
+            raise ValueError(f'max_miss must be in [0, 1], got {self.max_miss}')
+        if self.period_ms is not None and not (math.isfinite(self.period_ms)
+                                               and self.period_ms > 0.0):
+            raise ValueError(f'period_ms must be positive and finite, got {self.period_ms}')
+
+
+def deadline_probability(remaining_ms: float, profiled_ms: float, mean: float,
+                         std: float) -> float:
+    """P(xi x profiled <= remaining) with xi ~ N(mean, std^2)."""
+    if math.isinf(remaining_ms) and remaining_ms > 0:
+        return 1.0
+    if remaining_ms <= 0.0 or profiled_ms <= 0.0:
+        return 0.0 if remaining_ms <= 0.0 else 1.0
+    if std <= 0.0:
+        return 1.0 if mean * profiled_ms <= remaining_ms else 0.0
+    z = (remaining_ms / profiled_ms - mean) / std
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def profiled_latency_ms(profile, exit_index: int, threads: int) -> float:
+    """Profiled median latency of the plain path to an exit (what ``Plan.target_exit`` runs)."""
+    return profile.exit_latency_ms(exit_index, threads, 'median')
+
+
+def resource_settings(profile, power, *,
+                      thread_counts: Optional[Sequence[int]] = None) -> List[ResourceSetting]:
+    """
+    Resource settings: the profiled thread counts, with the power model's active power.
+
+    ``power`` is anything with ``active_w(threads)`` (a PowerModel, or the runtime's
+    CostModel, whose ``watts`` follows a hardware meter when there is one).
+    """
+    counts = tuple(thread_counts or profile.thread_counts)
+    watts = getattr(power, 'watts', None) or power.active_w
+    return [ResourceSetting(threads=int(t), active_w=float(watts(int(t))))
+            for t in counts if t in profile.thread_counts]
+
+
+def evaluate_candidates(profile, settings: Sequence[ResourceSetting], *,
+                        slowdown: Dict[int, Tuple[float, float]], remaining_ms: float,
+                        idle_w: float, period_ms: Optional[float],
+                        exits: Optional[Sequence[int]] = None) -> List[Candidate]:
+    """Predict every (exit x setting) pair; ``slowdown[threads] = (mean, predictive std)``."""
+    exits = range(profile.num_exits) if exits is None else exits
+    candidates = []
+    for setting in settings:
+        mean, std = slowdown[setting.threads]
+        for exit_index in exits:
+            profiled = profiled_latency_ms(profile, exit_index, setting.threads)
+            latency = mean * profiled
+            probability = deadline_probability(remaining_ms, profiled, mean, std)
+            active = setting.active_w * latency  # W x ms = mJ
+            idle = idle_w * max(period_ms - latency, 0.0) if period_ms else 0.0
+            candidates.append(Candidate(
+                exit_index=exit_index, threads=setting.threads, profiled_ms=profiled,
+                latency_ms=latency, deadline_probability=probability,
+                # Sec. 4.3: a missed deadline counts as a wrong answer.
+                expected_accuracy=profile.exit_accuracy[exit_index] * probability,
+                energy_mj=active + idle, active_energy_mj=active))
+    return candidates
+
+
+def _in_bounds(candidate: Candidate, goal: Goal, max_miss: float, *,
+               accuracy: bool) -> bool:
+    if goal.deadline_ms is not None and candidate.deadline_probability < 1.0 - max_miss:
+        return False
+    if goal.energy_mj is not None and candidate.active_energy_mj > goal.energy_mj:
+        return False
+    if accuracy and goal.min_accuracy is not None \
+            and candidate.expected_accuracy < goal.min_accuracy:
+        return False
+    return True
+
+
+def _most_accurate(candidates: Sequence[Candidate]) -> Candidate:
+    return max(candidates, key=lambda c: (c.expected_accuracy, -c.energy_mj, -c.threads))
+
+
+def _best_effort(candidates: Sequence[Candidate]) -> Candidate:
+    return max(candidates, key=lambda c: (c.expected_accuracy, c.deadline_probability,
+                                          -c.latency_ms, -c.threads))
+
+
+def _least_energy(candidates: Sequence[Candidate]) -> Candidate:
+    return min(candidates, key=lambda c: (c.energy_mj, -c.expected_accuracy, c.threads))
+
+
+def choose_candidate(candidates: Sequence[Candidate], goal: Goal, *,
+                     max_miss: float) -> Candidate:
+    """
+    Choose among predicted pairs as ALERT does (Sec. 4.3).
+
+    Accuracy goals: least energy among the pairs within every bound. Latency and energy
+    goals: most expected accuracy among the pairs within the latency and energy bounds.
+    Ties go to less energy, then fewer threads. When no pair is within the bounds: the most
+    expected accuracy (deadline risk included), ties to the likelier to meet the deadline,
+    then the faster.
+    """
+    if not candidates:
+        raise PolicyError('alert: no (exit, resource setting) pair to choose from')
+    if goal.kind is GoalKind.ACCURACY:
+        feasible = [c for c in candidates if _in_bounds(c, goal, max_miss, accuracy=True)]
+        if feasible:
+            return _least_energy(feasible)
+    else:
+        feasible = [c for c in candidates if _in_bounds(c, goal, max_miss, accuracy=False)]
+        if feasible:
+            return _most_accurate(feasible)
+    return _best_effort(candidates)
+
+
+@register_policy
+class AlertPolicy(Policy):
+    """ALERT with one global slowdown for every resource setting (Sec. 4)."""
+
+    name = 'alert'
+
+    def __init__(self, *, threads: Optional[int] = None, max_miss: float = 0.01,
+                 period_ms: Optional[float] = None, measurement_noise: float = 0.01,
+                 process_noise: float = 1e-3, forgetting: float = 0.3) -> None:
+        super().__init__(threads=threads)
+        try:
+            self.config = AlertConfig(
+                max_miss=float(max_miss),
+                period_ms=None if period_ms is None else float(period_ms),
+                kalman=KalmanConfig(measurement_noise=float(measurement_noise),
+                                    process_noise_floor=float(process_noise),
+                                    forgetting=float(forgetting)))
+        except (TypeError, ValueError) as error:
+            raise PolicyError(f'{self.name}: {error}') from None
+        self.filter = SlowdownKalman(self.config.kalman)
+        self.last_choice: Optional[Candidate] = None
+        self.requests = 0
+        self._profile = None
+
+    def attach(self, profile) -> None:
+        """Remember the profile measured latencies are compared with."""
+        self._profile = profile
+
+    # -- what each variant may choose from -------------------------------------------------
+
+    def candidate_threads(self, context: RequestContext) -> Tuple[int, ...]:
+        """Thread counts this policy may choose (all profiled ones, or the fixed one)."""
+        if self.threads is not None:
+            return (self.threads,)
+        return tuple(context.thread_counts)
+
+    def candidate_exits(self, context: RequestContext) -> Sequence[int]:
+        """Return the exits this policy may choose (all of them)."""
+        return range(context.num_exits)
+
+    def slowdown(self, threads: int) -> SlowdownKalman:
+        """Return the filter predicting this setting (one global filter in ALERT)."""
+        return self.filter
+
+    # -- Policy interface ------------------------------------------------------------------
+
+    def candidates(self, context: RequestContext) -> List[Candidate]:
+        """Predictions for every pair this policy may choose, for this request."""
+        profile = context.profile
+        settings = resource_settings(profile, context.cost,
+                                     thread_counts=self.candidate_threads(context))
+        if not settings:
+            raise PolicyError(f'{self.name}: none of the thread counts '
+                              f'{self.candidate_threads(context)} is profiled')
+        estimates = {}
+        for setting in settings:
+            slowdown = self.slowdown(setting.threads)
+            estimates[setting.threads] = (slowdown.mean, slowdown.predictive_std)
+        period = self.config.period_ms or context.goal.deadline_ms
+        return evaluate_candidates(
+            profile, settings, slowdown=estimates, remaining_ms=context.remaining_ms,
+            idle_w=float(getattr(context.cost.power, 'idle_w', 0.0)), period_ms=period,
+            exits=self.candidate_exits(context))
+
+    def plan(self, context: RequestContext) -> Plan:
+        """Pick the (exit, threads) pair per the goal and run straight to that exit."""
+        self._profile = context.profile
+        choice = choose_candidate(self.candidates(context), context.goal,
+                                  max_miss=self.config.max_miss)
+        self.last_choice = choice
+        self.requests += 1
+        return Plan(threads=choice.threads, target_exit=choice.exit_index)
+
+    def should_stop(self, status: ExitStatus) -> bool:
+        """Stop at the planned exit (or at the last one)."""
+        target = self.last_choice.exit_index if self.last_choice else status.num_exits - 1
+        return status.is_last or status.exit_index >= target
+
+    def observe(self, outcome: Outcome) -> None:
+        """Update the slowdown of the setting that ran from its measured latency."""
+        ratio = observed_slowdown(outcome, self._profile)
+        if ratio is not None:
+            self.slowdown(outcome.threads).update(ratio)
+
+    def params(self):
+        """Parameters that differ from the defaults."""
+        params = super().params()
+        defaults = AlertConfig()
+        if self.config.max_miss != defaults.max_miss:
+            params['max_miss'] = self.config.max_miss
+        if self.config.period_ms is not None:
+            params['period_ms'] = self.config.period_ms
+        kalman, base = self.config.kalman, defaults.kalman
+        for key, value, default in (
+                ('measurement_noise', kalman.measurement_noise, base.measurement_noise),
+                ('process_noise', kalman.process_noise_floor, base.process_noise_floor),
+                ('forgetting', kalman.forgetting, base.forgetting)):
+            if value != default:
+                params[key] = value
+        return params
+
+
+def observed_slowdown(outcome: Outcome, profile) -> Optional[float]:
+    """Measured / profiled compute latency of a served request (None when unknown)."""
+    if profile is None or outcome.compute_ms <= 0.0:
+        return None
+    try:
+        if tuple(outcome.exits_evaluated) == (outcome.exit_index,):
+            profiled = profiled_latency_ms(profile, outcome.exit_index, outcome.threads)
+        else:
+            profiled = profile.progressive_latency_ms(outcome.exit_index, outcome.threads)
+    except (IndexError, KeyError):
+        return None
+    return outcome.compute_ms / profiled if profiled > 0.0 else None
+
+
+@register_policy
+class AppOnlyPolicy(AlertPolicy):
+    """Application-only adaptation: ALERT's choice of exit at fixed resources (all threads)."""
+
+    name = 'app_only'
+
+    def candidate_threads(self, context: RequestContext) -> Tuple[int, ...]:
+        """Return the fixed thread count: ``threads`` if given, else the most profiled."""
+        return (self.threads or max(context.thread_counts),)
+
+
+@register_policy
+class SysOnlyPolicy(AlertPolicy):
+    """System-only adaptation: ALERT's choice of threads for the fixed last exit."""
+
+    name = 'sys_only'
+
+    def candidate_exits(self, context: RequestContext) -> Sequence[int]:
+        """Return only the last exit (the full network)."""
+        return (context.num_exits - 1,)

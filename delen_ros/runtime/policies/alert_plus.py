@@ -1,0 +1,148 @@
+"""
+``alert_plus``: ALERT with one slowdown estimate per resource setting, kept fresh.
+
+ALERT (USENIX ATC 2020, Sec. 4.2) assumes one global slowdown for every resource setting. On
+a 2-core machine under a CPU-bound competitor that breaks: 2 intra-op threads slow down about
+100x (each parallel region waits for a descheduled thread), 1 thread less than 2x. A global
+estimate then swings between the two and the choice oscillates.
+
+``alert_plus`` keeps a Kalman filter (the same ALERT filter) per thread count, fed only by
+requests run with it. The estimate of a setting not used lately goes stale, so it is refreshed
+by cheap, bounded exploration: once a setting has gone ``explore_every`` requests unused, one
+request runs with it if its predicted risk is acceptable under the *global* assumption (the
+slowdown of the setting in use, with the stale filter's spread); a probe that finds the
+setting still slow doubles that setting's interval (up to ``max_backoff`` times), a probe that
+finds it fine resets the interval.
+"""
+
+import math
+from typing import Dict, Optional
+
+from .alert import AlertPolicy, Candidate, choose_candidate, evaluate_candidates, \
+    observed_slowdown, resource_settings, SlowdownKalman
+from .base import Outcome, Plan, PolicyError, register_policy, RequestContext
+
+__all__ = ['AlertPlusPolicy']
+
+
+@register_policy
+class AlertPlusPolicy(AlertPolicy):
+    """
+    ALERT with per-setting slowdown filters and bounded exploration of stale settings.
+
+    ``explore_every``: requests a setting may go unused before a probe; ``max_backoff``: the
+    largest factor the interval grows to while probes keep finding the setting slow;
+    ``explore_max_miss``: largest predicted deadline risk a probe may take; ``slow_margin``:
+    a probe whose slowdown exceeds the optimistic guess by this factor counts as slow.
+    """
+
+    name = 'alert_plus'
+
+    def __init__(self, *, threads: Optional[int] = None, max_miss: float = 0.01,
+                 period_ms: Optional[float] = None, measurement_noise: float = 0.01,
+                 process_noise: float = 1e-3, forgetting: float = 0.3,
+                 explore_every: int = 20, max_backoff: int = 16,
+                 explore_max_miss: float = 0.05, slow_margin: float = 1.5) -> None:
+        super().__init__(threads=threads, max_miss=max_miss, period_ms=period_ms,
+                         measurement_noise=measurement_noise, process_noise=process_noise,
+                         forgetting=forgetting)
+        for label, value, low in (('explore_every', explore_every, 1),
+                                  ('max_backoff', max_backoff, 1)):
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise PolicyError(f'{self.name}: {label} must be an integer >= {low}, '
+                                  f'got {value!r}')
+        if not 0.0 <= float(explore_max_miss) <= 1.0:
+            raise PolicyError(f'{self.name}: explore_max_miss must be in [0, 1], '
+                              f'got {explore_max_miss!r}')
+        if not (math.isfinite(float(slow_margin)) and float(slow_margin) >= 1.0):
+            raise PolicyError(f'{self.name}: slow_margin must be >= 1, got {slow_margin!r}')
+        self.explore_every = int(explore_every)
+        self.max_backoff = int(max_backoff)
+        self.explore_max_miss = float(explore_max_miss)
+        self.slow_margin = float(slow_margin)
+        self.filters: Dict[int, SlowdownKalman] = {}
+        self.last_used: Dict[int, int] = {}
+        self.backoff: Dict[int, int] = {}
+        self.probes = 0
+        self._probe: Optional[Candidate] = None
+        self._probe_guess = 1.0
+
+    def slowdown(self, threads: int) -> SlowdownKalman:
+        """Return the filter of this thread count (one per setting)."""
+        found = self.filters.get(threads)
+        if found is None:
+            found = self.filters[threads] = SlowdownKalman(self.config.kalman)
+        return found
+
+    def age(self, threads: int) -> int:
+        """Return the number of requests planned since this setting last ran."""
+        return self.requests - self.last_used.get(threads, 0)
+
+    def _stale(self, context: RequestContext, in_use: int) -> Optional[int]:
+        stale = [t for t in self.candidate_threads(context) if t != in_use
+                 and self.age(t) >= self.explore_every * self.backoff.get(t, 1)]
+        return max(stale, key=lambda t: (self.age(t), -t)) if stale else None
+
+    def _probe_choice(self, context: RequestContext, threads: int,
+                      in_use: int) -> Optional[Candidate]:
+        # Optimistic guess: ALERT's global assumption (the slowdown of the setting in use),
+        # with the spread of whichever filter is less sure.
+        guess = self.slowdown(in_use).mean
+        std = max(self.slowdown(threads).predictive_std, self.slowdown(in_use).predictive_std)
+        settings = resource_settings(context.profile, context.cost, thread_counts=(threads,))
+        if not settings:
+            return None
+        candidates = evaluate_candidates(
+            context.profile, settings, slowdown={threads: (guess, std)},
+            remaining_ms=context.remaining_ms,
+            idle_w=float(getattr(context.cost.power, 'idle_w', 0.0)),
+            period_ms=self.config.period_ms or context.goal.deadline_ms,
+            exits=self.candidate_exits(context))
+        choice = choose_candidate(candidates, context.goal, max_miss=self.explore_max_miss)
+        if context.goal.deadline_ms is not None \
+                and choice.deadline_probability < 1.0 - self.explore_max_miss:
+            return None
+        self._probe_guess = guess
+        return choice
+
+    def plan(self, context: RequestContext) -> Plan:
+        """Pick as ALERT does per setting, or probe a stale setting when one is due."""
+        self._profile = context.profile
+        choice = choose_candidate(self.candidates(context), context.goal,
+                                  max_miss=self.config.max_miss)
+        self.requests += 1
+        self._probe = None
+        stale = self._stale(context, choice.threads)
+        if stale is not None:
+            probe = self._probe_choice(context, stale, choice.threads)
+            if probe is not None:
+                choice = self._probe = probe
+                self.probes += 1
+        self.last_choice = choice
+        self.last_used[choice.threads] = self.requests
+        return Plan(threads=choice.threads, target_exit=choice.exit_index)
+
+    def observe(self, outcome: Outcome) -> None:
+        """Update the filter of the setting that ran; adapt its probe interval."""
+        ratio = observed_slowdown(outcome, self._profile)
+        if ratio is None:
+            return
+        self.slowdown(outcome.threads).update(ratio)
+        probe, self._probe = self._probe, None
+        if probe is not None and probe.threads == outcome.threads:
+            if ratio > self.slow_margin * self._probe_guess:
+                self.backoff[outcome.threads] = min(
+                    2 * self.backoff.get(outcome.threads, 1), self.max_backoff)
+            else:
+                self.backoff[outcome.threads] = 1
+
+    def params(self):
+        """Parameters that differ from the defaults."""
+        params = super().params()
+        for key, value, default in (('explore_every', self.explore_every, 20),
+                                    ('max_backoff', self.max_backoff, 16),
+                                    ('explore_max_miss', self.explore_max_miss, 0.05),
+                                    ('slow_margin', self.slow_margin, 1.5)):
+            if value != default:
+                params[key] = value
+        return params
