@@ -374,14 +374,24 @@ def test_transform_message_decodes_and_resizes():
     torch.testing.assert_close(tensor, direct, rtol=0, atol=0)
 
 
-def test_from_engine_input_spec():
-    from delen_ros.engine import InputSpec
+def test_from_engine_input_spec_feeds_a_multi_exit_network():
+    from delen_ros.engine import build_multi_exit, InputSpec, MultiExitConfig
 
-    spec = InputSpec(height=32, width=32, channels=3, mean=(0.5, 0.5, 0.5),
-                     std=(0.2, 0.2, 0.2))
+    spec = InputSpec(height=28, width=28, channels=1, mean=(0.2860,), std=(0.3530,))
     transform = ModelInputTransform.from_spec(spec)
-    assert transform.input_size == (32, 32) and transform.in_channels == 3
-    assert transform(np.zeros((32, 32), np.uint8), 'mono8').shape == (1, 3, 32, 32)
+    assert transform.input_size == (28, 28) and transform.in_channels == 1
+    network = build_multi_exit(MultiExitConfig(
+        arch='compact_resnet', num_classes=10, input_spec=spec, head_channels=8,
+        options={'widths': [8, 8, 16, 16]})).eval()
+    camera = fill_image(Image(), _random_pixels('bgr8', height=480, width=640),
+                        encoding='bgr8')
+    with torch.inference_mode():
+        logits = network(transform.transform_message(camera))
+    assert len(logits) == network.num_exits
+    assert all(exit_logits.shape == (1, 10) for exit_logits in logits)
+    colour = ModelInputTransform.from_spec(InputSpec(
+        height=32, width=32, channels=3, mean=(0.5,) * 3, std=(0.2,) * 3))
+    assert colour(np.zeros((32, 32), np.uint8), 'mono8').shape == (1, 3, 32, 32)
 
 
 @pytest.mark.parametrize('kwargs,words', [
