@@ -190,8 +190,10 @@ def test_stale_input_falls_back_with_a_reason_and_recovers():
     assert decision.fallback and decision.changed
     assert decision.stale_inputs == ('battery',)
     assert 'battery stale: last message 2.5 s ago (stale_after_s 2)' in decision.reasons
-    assert decision.budgets['inspection'] == Budgets(500.0, 0.5, 5.0)
-    assert decision.budgets['navigation'] == Budgets(50.0, 0.8, 5.0)
+    assert decision.budgets['inspection'] == Budgets(latency_ms=500.0, min_accuracy=0.5,
+                                                     energy_mj=5.0)
+    assert decision.budgets['navigation'] == Budgets(latency_ms=50.0, min_accuracy=0.8,
+                                                     energy_mj=5.0)
     assert any('safe_budgets for inspection' in r for r in decision.reasons)
     assert decision.power_state is PowerState.NORMAL  # last known, reported as such
     governor.update_battery(0.9, stamp_s=103.0)
@@ -287,8 +289,10 @@ def test_config_from_mapping():
         'fallback': {'energy_scale': 0.5, 'latency_scale': 2.0, 'accuracy_drop': 0.1},
         'safe_budgets': {'nav': {'latency_ms': 80, 'min_accuracy': 0.6, 'energy_mj': 3}}})
     assert config.plausible_temperature_c == (-20.0, 120.0)
-    assert config.fallback_adjustment == Adjustment(0.5, 2.0, 0.1)
-    assert config.safe_budgets['nav'] == Budgets(80.0, 0.6, 3.0)
+    assert config.fallback_adjustment == Adjustment(energy_scale=0.5, latency_scale=2.0,
+                                                    accuracy_drop=0.1)
+    assert config.safe_budgets['nav'] == Budgets(latency_ms=80.0, min_accuracy=0.6,
+                                                 energy_mj=3.0)
     assert GovernorConfig.from_mapping(config.as_dict()) == config
     with pytest.raises(ValueError, match='unknown governor config key.*battery_low'):
         GovernorConfig.from_mapping({'battery_low': 0.2})
@@ -322,6 +326,8 @@ def test_decide_refuses_bad_arguments_by_name():
         governor.decide(0.0, [BASE['navigation']])
     with pytest.raises(ValueError, match='config must be a GovernorConfig'):
         Governor({'stale_after_s': 1})
+    with pytest.raises(TypeError):
+        Budgets(50.0, 0.8, 10.0)  # keyword-only: three floats in a row are easy to swap
 
 
 # --- change detection and determinism ------------------------------------------------------
@@ -336,9 +342,10 @@ def test_changed_only_when_budgets_or_states_move():
     raised = dict(BASE, navigation=Budgets(latency_ms=40.0, min_accuracy=0.8, energy_mj=10.0))
     moved = governor.decide(1.5, raised)
     assert moved.changed and moved.changed_tenants == ('navigation',)
-    added = governor.decide(1.6, dict(raised, mapping=Budgets(30.0, 0.7, 8.0)))
+    mapping = Budgets(latency_ms=30.0, min_accuracy=0.7, energy_mj=8.0)
+    added = governor.decide(1.6, dict(raised, mapping=mapping))
     assert added.changed_tenants == ('mapping',)
-    assert not governor.decide(1.7, dict(raised, mapping=Budgets(30.0, 0.7, 8.0))).changed
+    assert not governor.decide(1.7, dict(raised, mapping=mapping)).changed
 
 
 def test_same_trace_gives_the_same_decisions():

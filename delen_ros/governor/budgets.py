@@ -17,7 +17,7 @@ def _real(owner: str, name: str, value) -> float:
     return float(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Budgets:
     """What one tenant asks of each request: latency bound, accuracy target, energy."""
 
@@ -60,7 +60,7 @@ class Budgets:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Adjustment:
     """
     How budgets change: energy and latency are scaled, the accuracy target lowered.

@@ -56,7 +56,7 @@ def _number(name: str, value, *, low=-math.inf, high=math.inf, low_open=False,
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GovernorConfig:
     """
     Rules of the governor; every field is checked when the config is built.

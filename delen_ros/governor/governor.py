@@ -30,7 +30,7 @@ IGNORE_REASONS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GovernorDecision:
     """
     Budgets for every tenant at one instant, and why.
