@@ -234,14 +234,54 @@ def test_fill_refuses_unknown_encoding_empty_array_and_bad_stamp():
         fill_image(Image(), np.zeros((2, 2), np.uint8), encoding='mono8', stamp=float('nan'))
 
 
+def _demosaic_rggb8(msg):
+    """Nearest-neighbour bayer_rggb8 -> bgr8: each 2x2 cell becomes one colour."""
+    raw = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :msg.width]
+    red, blue = raw[0::2, 0::2], raw[1::2, 1::2]
+    green = ((raw[0::2, 1::2].astype(np.uint16) + raw[1::2, 0::2]) // 2).astype(np.uint8)
+    cells = np.stack([blue, green, red], axis=-1)
+    return cells.repeat(2, axis=0).repeat(2, axis=1)
+
+
 def test_decode_image_reports_the_encoding():
     msg = fill_image(Image(), _random_pixels('8UC3'), encoding='8UC3')
     decoded = decode_image(msg)
     assert decoded.encoding == '8UC3' and decoded.pixels.shape == (5, 7, 3)
-    unknown = _image(encoding='yuv422_yuy2')
     with pytest.raises(ImageFormatError) as caught:
-        decode_image(unknown, use_cv_bridge=False)
+        decode_image(_image(encoding='bayer_rggb8'))
     assert caught.value.reason == 'unknown_encoding'
+
+
+def test_fallback_decoder_handles_other_encodings():
+    bayer = np.array([[10, 20, 11, 21], [22, 30, 23, 31]], dtype=np.uint8)
+    msg = fill_image(Image(), bayer, encoding='mono8')
+    msg.encoding = 'bayer_rggb8'
+    decoded = decode_image(msg, fallback=_demosaic_rggb8)
+    assert decoded.encoding == 'bgr8'
+    np.testing.assert_array_equal(decoded.pixels[0, 0], [30, 21, 10])
+    np.testing.assert_array_equal(decoded.pixels[1, 3], [31, 22, 11])
+    tensor = _transform(1, size=(2, 4)).transform_message(msg, fallback=_demosaic_rggb8)
+    assert tensor.shape == (1, 1, 2, 4)
+    # Known encodings never reach the fallback; size checks run before it.
+    plain = fill_image(Image(), bayer, encoding='mono8')
+    assert decode_image(plain, fallback=_demosaic_rggb8).encoding == 'mono8'
+    with pytest.raises(ImageFormatError) as caught:
+        decode_image(msg, max_pixels=4, fallback=_demosaic_rggb8)
+    assert caught.value.reason == 'oversize'
+
+
+def test_fallback_decoder_failures_are_image_format_errors():
+    msg = _image(encoding='yuv422_yuy2')
+
+    def refuse(_msg):
+        raise RuntimeError('no converter for yuv422_yuy2')
+
+    with pytest.raises(ImageFormatError, match='RuntimeError: no converter') as caught:
+        decode_image(msg, fallback=refuse)
+    assert caught.value.reason == 'unknown_encoding'
+    with pytest.raises(ImageFormatError, match='must return 28x28x3 uint8') as caught:
+        decode_image(msg, fallback=lambda m: np.zeros((28, 28), np.uint8))
+    assert caught.value.reason == 'bad_array'
 
 
 # --- model input ---------------------------------------------------------------------------

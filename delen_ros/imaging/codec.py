@@ -3,14 +3,15 @@ sensor_msgs/Image <-> numpy without copies, duck-typed on the message fields.
 
 Nothing here imports rclpy or sensor_msgs: any object with the fields ``height``,
 ``width``, ``encoding``, ``is_bigendian``, ``step`` and ``data`` can be decoded,
-and any object that accepts those attributes can be filled.
+and any object that accepts those attributes can be filled. Other encodings can be handed
+to a fallback decoder such as cv_bridge (see decode_image); it is never imported here.
 """
 
 import array
 from dataclasses import dataclass
 import math
 import numbers
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import numpy as np
 
@@ -25,7 +26,7 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 _MAX_DATA_BYTES = 2 ** 32 - 1
 
 REASONS = (
-    'unknown_encoding',  # encoding is not one this module (or cv_bridge) decodes
+    'unknown_encoding',  # encoding is not one this module (or a fallback decoder) decodes
     'empty',             # height or width is 0
     'step_too_small',    # a row holds fewer bytes than width x bytes per pixel
     'data_too_short',    # data holds fewer than step x height bytes
@@ -234,35 +235,35 @@ def image_to_array(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return _decode(msg, info, height, width, step)
 
 
-try:  # Optional: cv_bridge converts encodings this module does not know (bayer, yuv422).
-    from cv_bridge import CvBridge as _CvBridge
-except ImportError:  # the numpy path is complete without it
-    _CvBridge = None
-
-
 def decode_image(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 use_cv_bridge: bool = True) -> DecodedImage:
+                 fallback: Optional[Callable[[Any], np.ndarray]] = None) -> DecodedImage:
     """
     Decode an image into pixels plus the encoding that describes them.
 
-    Supported encodings (ENCODINGS) go through image_to_array without copies. Other
-    encodings are converted to bgr8 by cv_bridge when it is importable and
-    ``use_cv_bridge`` is true; otherwise they raise ImageFormatError('unknown_encoding').
+    Supported encodings (ENCODINGS) go through image_to_array without copies. For other
+    encodings (bayer, yuv422, ...) ``fallback(msg)`` is called, if given, and must return
+    HxWx3 uint8 pixels in BGR order: with cv_bridge installed, for instance
+    ``fallback=lambda m: CvBridge().imgmsg_to_cv2(m, desired_encoding='bgr8')``. Without a
+    fallback they raise ImageFormatError('unknown_encoding'). Size checks (empty, oversize)
+    run before the fallback is called.
     """
     max_pixels = _check_max_pixels(max_pixels)
     encoding = getattr(msg, 'encoding', None)
-    if encoding in ENCODINGS or _CvBridge is None or not use_cv_bridge \
-            or not isinstance(encoding, str):
+    if fallback is None or encoding in ENCODINGS or not isinstance(encoding, str):
         return DecodedImage(image_to_array(msg, max_pixels=max_pixels),
                             encoding_info(encoding).name)
-    _checked_geometry(msg, max_pixels)
+    height, width, _ = _checked_geometry(msg, max_pixels)
     try:
-        pixels = _CvBridge().imgmsg_to_cv2(msg, desired_encoding='bgr8')
-    except Exception as error:  # noqa: B902 - cv_bridge raises CvBridgeError and cv2.error
+        pixels = np.asarray(fallback(msg))
+    except Exception as error:  # noqa: B902 - decoders raise their own types (CvBridgeError)
         raise ImageFormatError(
-            'unknown_encoding', f'cv_bridge cannot convert {encoding!r} to bgr8: {error}'
-        ) from None
-    return DecodedImage(np.asarray(pixels), 'bgr8')
+            'unknown_encoding', f'fallback decoder cannot convert {encoding!r} to bgr8: '
+                                f'{type(error).__name__}: {error}') from None
+    if pixels.dtype != np.uint8 or pixels.shape != (height, width, 3):
+        raise ImageFormatError(
+            'bad_array', f'fallback decoder for {encoding!r} must return {height}x{width}x3 '
+                         f'uint8 (bgr8), got {pixels.dtype} of shape {pixels.shape}')
+    return DecodedImage(pixels, 'bgr8')
 
 
 def _set_stamp(header, stamp) -> None:

@@ -2,7 +2,7 @@
 
 import math
 import numbers
-from typing import Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -179,7 +179,8 @@ class ModelInputTransform:
                                       antialias=height > out_height or width > out_width)
 
     def transform_message(self, msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                          use_cv_bridge: bool = True) -> torch.Tensor:
+                          fallback: Optional[Callable[[Any], np.ndarray]] = None
+                          ) -> torch.Tensor:
         """Decode a sensor_msgs/Image-like message and transform it (see decode_image)."""
-        decoded = decode_image(msg, max_pixels=max_pixels, use_cv_bridge=use_cv_bridge)
+        decoded = decode_image(msg, max_pixels=max_pixels, fallback=fallback)
         return self(decoded.pixels, decoded.encoding)
