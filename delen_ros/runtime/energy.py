@@ -11,8 +11,8 @@ Meters read Linux sysfs in its real formats:
   ``curr*_input`` (mA) (L4T 34 and newer).
 
 Without a readable meter, ``PowerModel`` estimates energy as the platform profile's active power
-for the thread count in use times the measured compute time (as ALERT, USENIX ATC 2020, Sec. 4,
-models energy as power x time), and every result says so (``measured=False``).
+for the thread count in use times the measured compute (CPU) time (as ALERT, USENIX ATC 2020,
+Sec. 4, models energy as power x time), and every result says so (``measured=False``).
 """
 
 import abc
@@ -21,7 +21,7 @@ import math
 import os
 from pathlib import Path
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -311,7 +311,15 @@ def default_platform(root: Union[str, Path] = '/') -> str:
 
 
 class PowerModel(EnergyMeter):
-    """Energy estimated as active power for the thread count times elapsed compute time."""
+    """
+    Energy estimated from the platform's power per thread count and the CPU time used.
+
+    A request is charged ``active_w(threads) / threads`` for every CPU second its computation
+    uses: the serving thread's CPU time with 1 thread, the process's with more (torch's
+    intra-op workers run in the process; other busy threads of the process make it err
+    high). Charging CPU time rather than wall time keeps the power another process draws
+    while it preempts ours out of this request's account.
+    """
 
     measured = False
 
@@ -369,12 +377,24 @@ class PowerModel(EnergyMeter):
         nearest = min(self._watts, key=lambda t: abs(t - threads))
         return max(self._watts[nearest] + (threads - nearest) * self._per_thread_w, self.idle_w)
 
+    def cpu_watts(self, threads: int) -> float:
+        """Power charged per busy CPU (active power shared by the threads)."""
+        return self.active_w(threads) / threads
+
+    @staticmethod
+    def cpu_clock(threads: int) -> Callable[[], float]:
+        """CPU-time clock (seconds) a request with ``threads`` threads is charged by."""
+        return time.thread_time if threads == 1 else time.process_time
+
     def read(self) -> EnergyReading:
-        return EnergyReading(time.perf_counter(), ())
+        """Sample wall time and the CPU times of this thread and of the process."""
+        return EnergyReading(time.perf_counter(), (time.thread_time(), time.process_time()))
 
     def energy_mj(self, start: EnergyReading, end: EnergyReading, *, threads: int) -> float:
-        # W x ms = mJ
-        return self.active_w(threads) * max(end.time_s - start.time_s, 0.0) * 1e3
+        """Charge the CPU time between the readings at ``cpu_watts(threads)``."""
+        channel = 0 if threads == 1 else 1
+        cpu_s = max(end.values[channel] - start.values[channel], 0.0)
+        return self.cpu_watts(threads) * cpu_s * 1e3  # W x ms = mJ
 
 
 def detect_meter(root: Union[str, Path] = '/', *,

@@ -97,16 +97,21 @@ class ConditionalExecutor:
         cost = self.cost
         meter = self.meter
         measured = meter.measured
-        watts = cost.watts(threads)
         network = self.network
         stage_ms = []
         exits = []
         model_s = 0.0
         profiled_ms = observed_ms = 0.0
+        previous_evaluated = True
 
         state = network.begin(x)
+        if measured:
+            first_reading = last_reading = meter.read()
+        else:
+            cpu_clock = meter.cpu_clock(threads)
+            cpu_watts = meter.cpu_watts(threads)
+            first_cpu = last_cpu = cpu_clock()
         start = time.perf_counter()
-        reading = meter.read() if measured else None
         status = None
         for index in range(num_exits):
             last = index == num_exits - 1
@@ -119,16 +124,25 @@ class ConditionalExecutor:
             model_s += after - before
             stage_ms.append(elapsed)
             if not evaluate:
+                previous_evaluated = False
                 continue
-            cost.observe_stage(index, threads, elapsed)
-            profiled_ms += cost.median_ms(index, threads)
-            observed_ms += elapsed
+            if measured:
+                reading = meter.read()
+                stage_mj = meter.energy_mj(last_reading, reading, threads=threads)
+                energy = meter.energy_mj(first_reading, reading, threads=threads)
+                last_reading = reading
+            else:
+                cpu = cpu_clock()
+                stage_mj = cpu_watts * (cpu - last_cpu) * 1e3
+                energy = cpu_watts * (cpu - first_cpu) * 1e3
+                last_cpu = cpu
+            if previous_evaluated:  # the measurement covers this stage alone
+                cost.observe_stage(index, threads, elapsed, stage_mj)
+                profiled_ms += cost.median_ms(index, threads)
+                observed_ms += elapsed
+            previous_evaluated = True
             class_id, confidence = calibrated_top1(logits, self._temperature[index])
             compute_ms = (after - start) * 1e3
-            if measured:
-                energy = meter.energy_mj(reading, meter.read(), threads=threads)
-            else:
-                energy = watts * compute_ms
             if last:
                 next_ms = next_mj = 0.0
             else:
@@ -148,8 +162,6 @@ class ConditionalExecutor:
             if progressive and on_exit is not None:
                 on_exit(status)
 
-        if measured:
-            cost.observe_power(threads, status.compute_ms, status.energy_mj)
         return Execution(
             final=status, exits=tuple(exits), stage_latencies_ms=tuple(stage_ms),
             threads=threads, threads_changed=changed, compute_ms=status.compute_ms,

@@ -80,7 +80,8 @@ class Goal:
         if self.min_accuracy is not None and self.min_accuracy > 1.0:
             raise GoalError(f'min_accuracy is a fraction in (0, 1], got {self.min_accuracy}')
         if getattr(self, _FIELDS[kind]) is None:
-            raise GoalError(f'a {kind.value} goal needs {_FIELDS[kind]}')
+            article = 'a' if kind is GoalKind.LATENCY else 'an'
+            raise GoalError(f'{article} {kind.value} goal needs {_FIELDS[kind]}')
 
     @classmethod
     def latency(cls, bound_ms: float, *, energy_mj: Optional[float] = None,
