@@ -45,7 +45,7 @@ class KalmanConfig:
     initial_variance: float = 0.1
     measurement_noise: float = 0.01
     process_noise_floor: float = 1e-3
-    forgetting: float = 0.3
+    forgetting: float = 0.7
 
     def __post_init__(self):
         for name in ('initial', 'measurement_noise'):
@@ -138,17 +138,22 @@ class AlertConfig:
     Behaviour of the ALERT policies apart from the filter.
 
     ``max_miss``: largest predicted chance of missing the deadline a choice may take
-    (1.0 leaves only ALERT's expected-accuracy term); ``period_ms``: period over which idle
-    power is charged (None: the goal's deadline, else no idle term).
+    (1.0 leaves only ALERT's expected-accuracy term); ``accuracy_tolerance``: expected
+    accuracies this close to the best are ties, settled by energy; ``period_ms``: period over
+    which idle power is charged (None: the goal's deadline, else no idle term).
     """
 
     max_miss: float = 0.01
+    accuracy_tolerance: float = 0.002
     period_ms: Optional[float] = None
     kalman: KalmanConfig = KalmanConfig()
 
     def __post_init__(self):
         if not 0.0 <= self.max_miss <= 1.0:
             raise ValueError(f'max_miss must be in [0, 1], got {self.max_miss}')
+        if not 0.0 <= self.accuracy_tolerance <= 1.0:
+            raise ValueError(f'accuracy_tolerance must be in [0, 1], got '
+                             f'{self.accuracy_tolerance}')
         if self.period_ms is not None and not (math.isfinite(self.period_ms)
                                                and self.period_ms > 0.0):
             raise ValueError(f'period_ms must be positive and finite, got {self.period_ms}')
@@ -175,14 +180,13 @@ def profiled_latency_ms(profile, exit_index: int, threads: int) -> float:
 def resource_settings(profile, power, *,
                       thread_counts: Optional[Sequence[int]] = None) -> List[ResourceSetting]:
     """
-    Resource settings: the profiled thread counts, with the power model's active power.
+    Return the resource settings: profiled thread counts with the power model's active power.
 
-    ``power`` is anything with ``active_w(threads)`` (a PowerModel, or the runtime's
-    CostModel, whose ``watts`` follows a hardware meter when there is one).
+    ``power`` is the runtime's PowerModel (``CostModel.power``), or anything with
+    ``active_w(threads)``.
     """
     counts = tuple(thread_counts or profile.thread_counts)
-    watts = getattr(power, 'watts', None) or power.active_w
-    return [ResourceSetting(threads=int(t), active_w=float(watts(int(t))))
+    return [ResourceSetting(threads=int(t), active_w=float(power.active_w(int(t))))
             for t in counts if t in profile.thread_counts]
 
 
@@ -222,8 +226,10 @@ def _in_bounds(candidate: Candidate, goal: Goal, max_miss: float, *,
     return True
 
 
-def _most_accurate(candidates: Sequence[Candidate]) -> Candidate:
-    return max(candidates, key=lambda c: (c.expected_accuracy, -c.energy_mj, -c.threads))
+def _most_accurate(candidates: Sequence[Candidate], tolerance: float) -> Candidate:
+    best = max(c.expected_accuracy for c in candidates)
+    near = [c for c in candidates if c.expected_accuracy >= best - tolerance]
+    return min(near, key=lambda c: (c.energy_mj, -c.expected_accuracy, c.threads))
 
 
 def _best_effort(candidates: Sequence[Candidate]) -> Candidate:
@@ -235,14 +241,16 @@ def _least_energy(candidates: Sequence[Candidate]) -> Candidate:
     return min(candidates, key=lambda c: (c.energy_mj, -c.expected_accuracy, c.threads))
 
 
-def choose_candidate(candidates: Sequence[Candidate], goal: Goal, *,
-                     max_miss: float) -> Candidate:
+def choose_candidate(candidates: Sequence[Candidate], goal: Goal, *, max_miss: float,
+                     accuracy_tolerance: float = 0.0) -> Candidate:
     """
     Choose among predicted pairs as ALERT does (Sec. 4.3).
 
     Accuracy goals: least energy among the pairs within every bound. Latency and energy
-    goals: most expected accuracy among the pairs within the latency and energy bounds.
-    Ties go to less energy, then fewer threads. When no pair is within the bounds: the most
+    goals: most expected accuracy among the pairs within the latency and energy bounds, where
+    pairs within ``accuracy_tolerance`` of the best count as ties and go to the least energy
+    (else a 1e-6 gain in deadline probability would always outbid energy). Remaining ties go
+    to more expected accuracy, then fewer threads. When no pair is within the bounds: the most
     expected accuracy (deadline risk included), ties to the likelier to meet the deadline,
     then the faster.
     """
@@ -255,7 +263,7 @@ def choose_candidate(candidates: Sequence[Candidate], goal: Goal, *,
     else:
         feasible = [c for c in candidates if _in_bounds(c, goal, max_miss, accuracy=False)]
         if feasible:
-            return _most_accurate(feasible)
+            return _most_accurate(feasible, accuracy_tolerance)
     return _best_effort(candidates)
 
 
@@ -266,12 +274,13 @@ class AlertPolicy(Policy):
     name = 'alert'
 
     def __init__(self, *, threads: Optional[int] = None, max_miss: float = 0.01,
-                 period_ms: Optional[float] = None, measurement_noise: float = 0.01,
-                 process_noise: float = 1e-3, forgetting: float = 0.3) -> None:
+                 accuracy_tolerance: float = 0.002, period_ms: Optional[float] = None,
+                 measurement_noise: float = 0.01, process_noise: float = 1e-3,
+                 forgetting: float = 0.7) -> None:
         super().__init__(threads=threads)
         try:
             self.config = AlertConfig(
-                max_miss=float(max_miss),
+                max_miss=float(max_miss), accuracy_tolerance=float(accuracy_tolerance),
                 period_ms=None if period_ms is None else float(period_ms),
                 kalman=KalmanConfig(measurement_noise=float(measurement_noise),
                                     process_noise_floor=float(process_noise),
@@ -308,7 +317,7 @@ class AlertPolicy(Policy):
     def candidates(self, context: RequestContext) -> List[Candidate]:
         """Predictions for every pair this policy may choose, for this request."""
         profile = context.profile
-        settings = resource_settings(profile, context.cost,
+        settings = resource_settings(profile, context.cost.power,
                                      thread_counts=self.candidate_threads(context))
         if not settings:
             raise PolicyError(f'{self.name}: none of the thread counts '
@@ -323,11 +332,17 @@ class AlertPolicy(Policy):
             idle_w=float(getattr(context.cost.power, 'idle_w', 0.0)), period_ms=period,
             exits=self.candidate_exits(context))
 
+    def choose(self, candidates: Sequence[Candidate], goal: Goal, *,
+               max_miss: Optional[float] = None) -> Candidate:
+        """Choose among predicted pairs with this policy's settings (``choose_candidate``)."""
+        return choose_candidate(
+            candidates, goal, max_miss=self.config.max_miss if max_miss is None else max_miss,
+            accuracy_tolerance=self.config.accuracy_tolerance)
+
     def plan(self, context: RequestContext) -> Plan:
         """Pick the (exit, threads) pair per the goal and run straight to that exit."""
         self._profile = context.profile
-        choice = choose_candidate(self.candidates(context), context.goal,
-                                  max_miss=self.config.max_miss)
+        choice = self.choose(self.candidates(context), context.goal)
         self.last_choice = choice
         self.requests += 1
         return Plan(threads=choice.threads, target_exit=choice.exit_index)
@@ -349,6 +364,8 @@ class AlertPolicy(Policy):
         defaults = AlertConfig()
         if self.config.max_miss != defaults.max_miss:
             params['max_miss'] = self.config.max_miss
+        if self.config.accuracy_tolerance != defaults.accuracy_tolerance:
+            params['accuracy_tolerance'] = self.config.accuracy_tolerance
         if self.config.period_ms is not None:
             params['period_ms'] = self.config.period_ms
         kalman, base = self.config.kalman, defaults.kalman

@@ -10,16 +10,17 @@ estimate then swings between the two and the choice oscillates.
 requests run with it. The estimate of a setting not used lately goes stale, so it is refreshed
 by cheap, bounded exploration: once a setting has gone ``explore_every`` requests unused, one
 request runs with it if its predicted risk is acceptable under the *global* assumption (the
-slowdown of the setting in use, with the stale filter's spread); a probe that finds the
+slowdown and spread of the setting in use); a probe that finds the
 setting still slow doubles that setting's interval (up to ``max_backoff`` times), a probe that
-finds it fine resets the interval.
+finds it fine restarts its filter from that observation and resets the interval.
 """
 
+from dataclasses import replace
 import math
 from typing import Dict, Optional
 
-from .alert import AlertPolicy, Candidate, choose_candidate, evaluate_candidates, \
-    observed_slowdown, resource_settings, SlowdownKalman
+from .alert import AlertPolicy, Candidate, evaluate_candidates, observed_slowdown, \
+    resource_settings, SlowdownKalman
 from .base import Outcome, Plan, PolicyError, register_policy, RequestContext
 
 __all__ = ['AlertPlusPolicy']
@@ -39,11 +40,12 @@ class AlertPlusPolicy(AlertPolicy):
     name = 'alert_plus'
 
     def __init__(self, *, threads: Optional[int] = None, max_miss: float = 0.01,
-                 period_ms: Optional[float] = None, measurement_noise: float = 0.01,
-                 process_noise: float = 1e-3, forgetting: float = 0.3,
-                 explore_every: int = 20, max_backoff: int = 16,
+                 accuracy_tolerance: float = 0.002, period_ms: Optional[float] = None,
+                 measurement_noise: float = 0.01, process_noise: float = 1e-3,
+                 forgetting: float = 0.7, explore_every: int = 20, max_backoff: int = 16,
                  explore_max_miss: float = 0.05, slow_margin: float = 1.5) -> None:
-        super().__init__(threads=threads, max_miss=max_miss, period_ms=period_ms,
+        super().__init__(threads=threads, max_miss=max_miss,
+                         accuracy_tolerance=accuracy_tolerance, period_ms=period_ms,
                          measurement_noise=measurement_noise, process_noise=process_noise,
                          forgetting=forgetting)
         for label, value, low in (('explore_every', explore_every, 1),
@@ -85,11 +87,11 @@ class AlertPlusPolicy(AlertPolicy):
 
     def _probe_choice(self, context: RequestContext, threads: int,
                       in_use: int) -> Optional[Candidate]:
-        # Optimistic guess: ALERT's global assumption (the slowdown of the setting in use),
-        # with the spread of whichever filter is less sure.
+        # Optimistic guess: ALERT's global assumption (the setting in use's slowdown, spread).
         guess = self.slowdown(in_use).mean
-        std = max(self.slowdown(threads).predictive_std, self.slowdown(in_use).predictive_std)
-        settings = resource_settings(context.profile, context.cost, thread_counts=(threads,))
+        std = self.slowdown(in_use).predictive_std
+        settings = resource_settings(context.profile, context.cost.power,
+                                     thread_counts=(threads,))
         if not settings:
             return None
         candidates = evaluate_candidates(
@@ -98,7 +100,7 @@ class AlertPlusPolicy(AlertPolicy):
             idle_w=float(getattr(context.cost.power, 'idle_w', 0.0)),
             period_ms=self.config.period_ms or context.goal.deadline_ms,
             exits=self.candidate_exits(context))
-        choice = choose_candidate(candidates, context.goal, max_miss=self.explore_max_miss)
+        choice = self.choose(candidates, context.goal, max_miss=self.explore_max_miss)
         if context.goal.deadline_ms is not None \
                 and choice.deadline_probability < 1.0 - self.explore_max_miss:
             return None
@@ -108,8 +110,7 @@ class AlertPlusPolicy(AlertPolicy):
     def plan(self, context: RequestContext) -> Plan:
         """Pick as ALERT does per setting, or probe a stale setting when one is due."""
         self._profile = context.profile
-        choice = choose_candidate(self.candidates(context), context.goal,
-                                  max_miss=self.config.max_miss)
+        choice = self.choose(self.candidates(context), context.goal)
         self.requests += 1
         self._probe = None
         stale = self._stale(context, choice.threads)
@@ -127,14 +128,19 @@ class AlertPlusPolicy(AlertPolicy):
         ratio = observed_slowdown(outcome, self._profile)
         if ratio is None:
             return
-        self.slowdown(outcome.threads).update(ratio)
         probe, self._probe = self._probe, None
-        if probe is not None and probe.threads == outcome.threads:
-            if ratio > self.slow_margin * self._probe_guess:
-                self.backoff[outcome.threads] = min(
-                    2 * self.backoff.get(outcome.threads, 1), self.max_backoff)
-            else:
-                self.backoff[outcome.threads] = 1
+        if probe is None or probe.threads != outcome.threads:
+            self.slowdown(outcome.threads).update(ratio)
+        elif ratio > self.slow_margin * self._probe_guess:
+            self.slowdown(outcome.threads).update(ratio)
+            self.backoff[outcome.threads] = min(2 * self.backoff.get(outcome.threads, 1),
+                                                self.max_backoff)
+        else:
+            # The setting is fine again: what the filter learned before is obsolete.
+            self.filters[outcome.threads] = SlowdownKalman(
+                replace(self.config.kalman, initial=ratio,
+                        initial_variance=self.config.kalman.measurement_noise))
+            self.backoff[outcome.threads] = 1
 
     def params(self):
         """Parameters that differ from the defaults."""
