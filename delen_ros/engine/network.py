@@ -98,14 +98,16 @@ class MultiExitNetwork(nn.Module):
         Skipping an intermediate head (``evaluate_head=False``) returns None; the final exit's
         head always runs.
         """
-        if state.done:
-            raise RuntimeError(f'all {state.num_exits} exits have already run')
         index = state.next_exit
-        with torch.inference_mode():
-            state.features = self.stages[index](state.features)
-            state.next_exit = index + 1
-            if evaluate_head or state.done:
-                return self.heads[index](state.features)
+        if index >= state.num_exits:
+            raise RuntimeError(f'all {state.num_exits} exits have already run')
+        if not torch.is_inference_mode_enabled():
+            with torch.inference_mode():
+                return self.step(state, evaluate_head=evaluate_head)
+        state.features = self.stages[index](state.features)
+        state.next_exit = index + 1
+        if evaluate_head or state.next_exit == state.num_exits:
+            return self.heads[index](state.features)
         return None
 
     def run_to(self, state: ExitState, exit_index: int) -> torch.Tensor:
