@@ -107,10 +107,10 @@ def test_energy_bound_is_never_exceeded(make_server, frames, profile):
     server.add_tenant('warm', goal=Goal.latency(5000.0), policy='budget', queue_size=1)
     server.add_tenant('battery', goal=Goal.energy(1000.0), policy='budget', queue_size=1)
     with server:
-        _replay(server, 'warm', images[:30])
+        _replay(server, 'warm', images[:50])
         bound = server.cost.to_exit(1, 1).energy_mj
         server.set_goal('battery', Goal.energy(bound))
-        results = _replay(server, 'battery', images[30:230])
+        results = _replay(server, 'battery', images[50:250])
     assert results and all(r.energy_mj <= bound for r in results), (
         f'max {max(r.energy_mj for r in results):.2f} mJ over the bound {bound:.2f} mJ')
     assert all(not r.energy_measured and r.energy_source == 'model:generic_x86_2core'

@@ -4,6 +4,7 @@ Dělen serving runtime (no ROS): goals, conditions, policies, EDF scheduling, en
 Start with ``InferenceServer`` (see docs/runtime.md); ROS nodes are a thin layer over it.
 """
 
+from .accuracy import AccuracyCurve
 from .conditions import (accuracy_reached, all_of, always, any_of, Condition,
                          confidence_at_least, exit_reached, ExitStatus, is_last_exit, never,
                          next_stage_fits, next_stage_fits_energy, next_stage_fits_latency)
@@ -21,8 +22,8 @@ from .server import InferenceResult, InferenceServer, InputError, TenantConfig
 from .stats import StatsSnapshot, TenantStats
 
 __all__ = [
-    'BudgetPolicy', 'Condition', 'ConditionalExecutor', 'ConfidencePolicy', 'CostModel',
-    'EdfScheduler', 'EnergyMeter', 'EnergyReading', 'Execution', 'ExitStatus', 'Goal',
+    'AccuracyCurve', 'BudgetPolicy', 'Condition', 'ConditionalExecutor', 'ConfidencePolicy',
+    'CostModel', 'EdfScheduler', 'EnergyMeter', 'EnergyReading', 'Execution', 'ExitStatus', 'Goal',
     'GoalError', 'GoalKind', 'HwmonEnergyMeter', 'HwmonPowerMeter', 'Ina3221Meter',
     'InferenceResult', 'InferenceServer', 'InputError', 'Outcome', 'Plan', 'PlatformError',
     'Policy', 'PolicyError', 'PowerModel', 'PowerSetting', 'RaplMeter', 'Request',

@@ -24,9 +24,10 @@ class ExitStatus:
     Where a request stands after one exit.
 
     ``elapsed_ms`` runs from the frame's source stamp (queueing included), ``compute_ms`` from
-    the start of its computation. ``remaining_*`` are what is left of the goal's bounds (inf
-    without a bound, negative once overrun). ``next_*`` are the conservative predicted costs
-    of the next stage (0 at the last exit).
+    the start of its computation. ``expected_accuracy`` is the profile's accuracy of answers
+    of this exit at this confidence (AccuracyCurve). ``remaining_*`` are what is left of the
+    goal's bounds (inf without a bound, negative once overrun). ``next_*`` are the
+    conservative predicted costs of the next stage (0 at the last exit).
     """
 
     exit_index: int

@@ -93,14 +93,19 @@ class CostModel:
     budgets see: CPU time under a power model, the meter's reading otherwise). Under
     contention the first grows and spreads while the second, charged by CPU time, stays put.
     Energy bounds are caps, so energy predictions also cover the largest ratio of the last
-    ``energy_window`` stages.
+    ``energy_window`` stages, plus ``energy_margin`` (a fraction) for a new worst case.
     """
 
     def __init__(self, profile, *, power: PowerModel, meter: Optional[EnergyMeter] = None,
-                 sigma: float = 2.0, energy_window: int = 500) -> None:
+                 sigma: float = 2.0, energy_window: int = 1000,
+                 energy_margin: float = 0.2) -> None:
         if not (sigma >= 0 and math.isfinite(sigma)):
             raise ValueError(f'sigma must be finite and >= 0, got {sigma}')
+        if not (0 <= energy_margin < 10 and energy_window >= 0):
+            raise ValueError(f'energy_margin must be in [0, 10) and energy_window >= 0, got '
+                             f'{energy_margin} and {energy_window}')
         self.energy_window = int(energy_window)
+        self.energy_margin = float(energy_margin)
         self.profile = profile
         self.power = power
         self.meter = meter or power
@@ -131,7 +136,10 @@ class CostModel:
         self._energy[threads] = SlowdownFilter(measurement_std=spread,
                                                window=self.energy_window)
         self._latency_factor[threads] = self._latency[threads].upper(self.sigma)
-        self._energy_factor[threads] = self._energy[threads].upper(self.sigma)
+        self._energy_factor[threads] = self._energy_upper(self._energy[threads])
+
+    def _energy_upper(self, energy: SlowdownFilter) -> float:
+        return energy.upper(self.sigma) * (1.0 + self.energy_margin)
 
     def _ensure(self, threads: int) -> None:
         if threads not in self._median:
@@ -186,4 +194,4 @@ class CostModel:
             if energy_mj is not None:
                 energy = self._energy[threads]
                 energy.update(energy_mj / self._nominal_mj[threads][exit_index])
-                self._energy_factor[threads] = energy.upper(self.sigma)
+                self._energy_factor[threads] = self._energy_upper(energy)

@@ -7,6 +7,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
+from .accuracy import AccuracyCurve
 from .conditions import ExitStatus
 from .cost import CostModel
 from .energy import EnergyMeter
@@ -68,7 +69,8 @@ class ConditionalExecutor:
     """
 
     def __init__(self, network, profile, *, cost: CostModel,
-                 meter: Optional[EnergyMeter] = None) -> None:
+                 meter: Optional[EnergyMeter] = None,
+                 accuracy: Optional[AccuracyCurve] = None) -> None:
         if network.num_exits != profile.num_exits:
             raise ValueError(f'network has {network.num_exits} exits, its profile '
                              f'{profile.num_exits}')
@@ -79,7 +81,8 @@ class ConditionalExecutor:
         self.num_exits = network.num_exits
         self._temperature: Sequence[float] = tuple(profile.temperature)
         self._exit_accuracy: Sequence[float] = tuple(profile.exit_accuracy)
-        self._accuracy_at = profile.accuracy_at_confidence
+        self.accuracy = accuracy or AccuracyCurve(profile)
+        self._accuracy_at = self.accuracy
 
     def execute(self, x: torch.Tensor, *, plan: Plan, goal: Goal,
                 should_stop: Callable[[ExitStatus], bool], queue_ms: float = 0.0,

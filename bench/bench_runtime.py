@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""
+Benchmark the Dělen runtime on the shipped model: its own decision overhead, and queueing.
+
+1. Decision overhead per request, model compute excluded, two ways:
+   - the decision code paths timed directly: scheduler put + get, policy plan, the
+     feasibility check and ConditionalExecutor.execute driven by a network whose stages
+     return precomputed logits (so everything but the model runs: calibrated confidence,
+     expected accuracy, cost predictions, ExitStatus, conditions, energy accounting);
+   - the whole serve path on the real network (InferenceServer.serve: plan, execute,
+     result, statistics, policy.observe) minus the time spent inside the network's stages.
+2. Queueing with 1, 3 and 8 tenants, each a camera thread submitting Fashion-MNIST frames at
+   a fixed rate into a queue of 2 under a latency bound: served / dropped / infeasible and
+   latency p50 / p99 from the source stamp.
+
+Usage: bench/bench_runtime.py [--requests N] [--seconds S] [--fps F] [--bound-ms B]
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import threading
+import time
+
+from delen_ros.engine import fashion_mnist, load_checkpoint, normalize_images
+from delen_ros.engine.profiling import load_profile
+from delen_ros.runtime import (ConditionalExecutor, EdfScheduler, Goal, InferenceServer,
+                               make_policy, Request, RequestContext)
+import numpy as np
+import torch
+
+
+class ReplayNetwork:
+    """Stands in for the network: each step returns logits computed beforehand."""
+
+    def __init__(self, frames):
+        self.frames = frames  # per frame, the logits of every exit
+        self.num_exits = len(frames[0])
+        self.count = 0
+
+    def begin(self, x):
+        self.count += 1
+        return [0, self.frames[self.count % len(self.frames)]]
+
+    def step(self, state, *, evaluate_head=True):
+        index = state[0]
+        state[0] += 1
+        return state[1][index] if evaluate_head or index == self.num_exits - 1 else None
+
+
+def _us(samples):
+    return 1e6 * statistics.median(samples), 1e6 * float(np.percentile(samples, 99))
+
+
+def decision_paths(model, profile, images, requests):
+    """Median/p99 microseconds of each decision path per request, for each policy and goal."""
+    server = InferenceServer(model, profile, threads=1)
+    spec = model.config.input_spec
+    with torch.inference_mode():
+        all_logits = [model.network(normalize_images(images[i:i + 1], spec))
+                      for i in range(64)]
+    cases = [('static:exit_index=3', Goal.latency(1e4)),
+             ('confidence:threshold=0.9', Goal.latency(1e4)),
+             ('budget', Goal.latency(1e4)),
+             ('budget', Goal.accuracy(0.92)),
+             ('budget', Goal.energy(1e5, latency_ms=1e4))]
+    rows = []
+    for spec_text, goal in cases:
+        policy = make_policy(spec_text)
+        scheduler = EdfScheduler()
+        scheduler.add_tenant('t', 2)
+        samples = {'scheduler put+get': [], 'plan + feasibility': [], 'execute (no model)': []}
+        exits = []
+        x = torch.zeros(1)
+        executor = ConditionalExecutor(ReplayNetwork(all_logits), profile, cost=server.cost)
+        for run in range(requests + 200):
+            start = time.perf_counter()
+            scheduler.put(Request(tenant='t', stamp_s=0.0, due_s=0.01, deadline_s=0.01,
+                                  tensor=x, goal=goal, policy=policy))
+            request = scheduler.get_nowait()
+            middle = time.perf_counter()
+            context = RequestContext(
+                tenant='t', goal=goal, num_exits=profile.num_exits, queue_ms=0.0,
+                remaining_ms=goal.latency_ms or float('inf'),
+                energy_budget_mj=goal.energy_mj or float('inf'), default_threads=1,
+                thread_counts=server.cost.thread_counts, cost=server.cost, profile=profile)
+            plan = policy.plan(context)
+            first = server.cost.stage(0, plan.threads)
+            feasible = first.latency_ms <= context.remaining_ms
+            planned = time.perf_counter()
+            execution = executor.execute(request.tensor, plan=plan, goal=goal,
+                                         should_stop=policy.should_stop)
+            done = time.perf_counter()
+            assert feasible
+            if run >= 200:
+                samples['scheduler put+get'].append(middle - start)
+                samples['plan + feasibility'].append(planned - middle)
+                samples['execute (no model)'].append(done - planned)
+                exits.append(execution.final.exit_index)
+        total = [sum(parts) for parts in zip(*samples.values())]
+        rows.append((spec_text, str(goal), float(np.mean(exits)),
+                     {name: _us(values) for name, values in samples.items()}, _us(total)))
+    return rows
+
+
+def serve_overhead(model, profile, images, requests):
+    """Per request: whole serve path, time inside network stages, and the difference (ms)."""
+    spec = model.config.input_spec
+    server = InferenceServer(model, profile, threads=1)
+    rows = []
+    for policy, goal in (('static:exit_index=3', Goal.latency(1e4)),
+                         ('budget', Goal.accuracy(0.92))):
+        name = f'{policy}/{goal.kind.value}'
+        server.add_tenant(name, goal=goal, policy=policy, queue_size=1)
+        totals, inside, exits = [], [], []
+        inputs = normalize_images(images[:256], spec)
+        for run in range(requests + 100):
+            request = Request(tenant=name, stamp_s=time.time(), due_s=0.0, deadline_s=None,
+                              tensor=inputs[run % 256:run % 256 + 1], goal=goal,
+                              policy=server._tenant(name).policy)
+            start = time.perf_counter()
+            execution = server.serve(request)
+            elapsed = time.perf_counter() - start
+            if run >= 100:
+                totals.append(elapsed)
+                inside.append(execution.model_ms / 1e3)
+                exits.append(execution.final.exit_index)
+        overhead = [t - m for t, m in zip(totals, inside)]
+        rows.append((name, float(np.mean(exits)), _us(totals), _us(inside), _us(overhead)))
+        server.results()
+    return rows
+
+
+def raw_stages(model, images, requests):
+    """Median ms of the bare stage loop to the last exit, every head evaluated."""
+    network = model.network
+    inputs = normalize_images(images[:256], model.config.input_spec)
+    samples = []
+    for run in range(requests + 100):
+        start = time.perf_counter()
+        state = network.begin(inputs[run % 256:run % 256 + 1])
+        while not state.done:
+            network.step(state)
+        if run >= 100:
+            samples.append(time.perf_counter() - start)
+    return _us(samples)
+
+
+def queueing(model, profile, images, tenants, seconds, fps, bound_ms):
+    """Run `tenants` cameras at `fps` each for `seconds`; return the aggregate statistics."""
+    server = InferenceServer(model, profile, threads=1)
+    names = [f'camera{i}' for i in range(tenants)]
+    for name in names:
+        server.add_tenant(name, goal=Goal.latency(bound_ms), policy='budget', queue_size=2)
+    stop = threading.Event()
+
+    def camera(name, offset):
+        period = 1.0 / fps
+        next_time = time.perf_counter() + offset * period / tenants
+        index = offset * 997
+        while not stop.is_set():
+            delay = next_time - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            server.submit(name, images[index % len(images)])
+            index += 1
+            next_time += period
+
+    with server:
+        threads = [threading.Thread(target=camera, args=(name, i))
+                   for i, name in enumerate(names)]
+        for thread in threads:
+            thread.start()
+        time.sleep(seconds)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        server.wait_idle(timeout=30)
+    latencies = [r.latency_ms for r in server.results() if r.is_final]
+    stats = server.stats()
+    total = {key: sum(getattr(s, key) for s in stats.values())
+             for key in ('received', 'served', 'dropped_queue', 'dropped_infeasible',
+                         'deadline_misses')}
+    exits = [s.mean_exit for s in stats.values() if s.served]
+    return total, latencies, float(np.mean(exits)) if exits else float('nan')
+
+
+def _machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as info:
+            for line in info:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = ', '.join(f'{v:.2f}' for v in os.getloadavg())
+    return (f'{cpu}, {os.cpu_count()} cpus, Python {platform.python_version()}, '
+            f'torch {torch.__version__}, load average {load}')
+
+
+def main():
+    """Print the tables recorded in docs/runtime.md."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--requests', type=int, default=2000)
+    parser.add_argument('--seconds', type=float, default=5.0)
+    parser.add_argument('--fps', type=float, default=30.0)
+    parser.add_argument('--bound-ms', type=float, default=50.0)
+    parser.add_argument('--tenants', type=int, nargs='+', default=[1, 3, 8])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model, profile = load_checkpoint(), load_profile()
+    images, _ = fashion_mnist.load('test')
+    print(f'machine: {_machine()}')
+    print(f'model: {model.path.name}, {profile.num_exits} exits; 1 intra-op thread\n')
+
+    print('Decision paths per request, model excluded (median / p99 us):\n')
+    rows = decision_paths(model, profile, images, args.requests)
+    names = list(rows[0][3])
+    print('| policy | goal | mean exit | ' + ' | '.join(names) + ' | total |')
+    print('|---|---|---|' + '---|' * (len(names) + 1))
+    for policy, goal, mean_exit, parts, total in rows:
+        cells = [f'{parts[n][0]:.1f} / {parts[n][1]:.1f}' for n in names]
+        print(f'| {policy} | {goal} | {mean_exit:.2f} | ' + ' | '.join(cells)
+              + f' | {total[0]:.1f} / {total[1]:.1f} |')
+
+    print('\nWhole serve path on the real network (median / p99 us):\n')
+    raw = raw_stages(model, images, args.requests)
+    print(f'bare stage loop to the last exit, every head: {raw[0]:.1f} / {raw[1]:.1f}\n')
+    print('| tenant | mean exit | serve | inside network stages | runtime overhead |')
+    print('|---|---|---|---|---|')
+    for name, mean_exit, total, inside, overhead in serve_overhead(model, profile, images,
+                                                                   args.requests):
+        print(f'| {name} | {mean_exit:.2f} | {total[0]:.1f} / {total[1]:.1f} | '
+              f'{inside[0]:.1f} / {inside[1]:.1f} | {overhead[0]:.1f} / {overhead[1]:.1f} |')
+
+    print(f'\nQueueing: each tenant {args.fps:g} frames/s for {args.seconds:g} s, queue 2, '
+          f'budget policy, latency bound {args.bound_ms:g} ms:\n')
+    print('| tenants | offered | served | dropped (queue) | infeasible | deadline misses '
+          '| mean exit | latency p50 ms | latency p99 ms |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for tenants in args.tenants:
+        total, latencies, mean_exit = queueing(model, profile, images, tenants, args.seconds,
+                                               args.fps, args.bound_ms)
+        p50, p99 = (np.percentile(latencies, [50, 99]) if latencies
+                    else (float('nan'), float('nan')))
+        print(f'| {tenants} | {total["received"]} | {total["served"]} | '
+              f'{total["dropped_queue"]} | {total["dropped_infeasible"]} | '
+              f'{total["deadline_misses"]} | {mean_exit:.2f} | {p50:.2f} | {p99:.2f} |')
+
+
+if __name__ == '__main__':
+    main()
