@@ -1,10 +1,7 @@
-"""ALERT policies: Kalman slowdown, brute-force optimal choice, per-setting estimates, baselines."""
+"""ALERT policies: Kalman slowdown, brute-force optimal choice, per-setting filters, baselines."""
 
 import itertools
 import math
-
-import numpy as np
-import pytest
 
 from delen_ros.engine.profiling import load_profile, ModelProfile, PROFILE_FORMAT, ProfileError
 from delen_ros.runtime.cost import CostModel
@@ -14,6 +11,8 @@ from delen_ros.runtime.policies import make_policy, Outcome, Plan, PolicyError, 
 from delen_ros.runtime.policies.alert import (AlertPolicy, deadline_probability,
                                               KalmanConfig, SlowdownKalman)
 from delen_ros.runtime.policies.alert_plus import AlertPlusPolicy
+import numpy as np
+import pytest
 
 # Latency (ms, median) of the plain path to each exit, per thread count; p95 = 1.2 x median.
 PLAIN_MS = {1: [1.5, 3.5, 6.0, 9.0], 2: [1.0, 2.3, 4.0, 6.0]}
@@ -26,7 +25,7 @@ def _stats(median):
 
 
 def synthetic_profile() -> ModelProfile:
-    """A fixed 4-exit, 2-thread-count profile (the shape the profiler writes)."""
+    """Build a fixed 4-exit, 2-thread-count profile (the shape the profiler writes)."""
     exits = []
     for k, accuracy in enumerate(ACCURACY):
         exits.append({

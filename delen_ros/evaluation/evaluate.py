@@ -110,7 +110,9 @@ def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
     uptime_before = _uptime()
 
     # Recorded pass for the oracle: per-exit correctness and per-phase latencies.
-    correctness = exit_correctness(model.network, model.config.input_spec, images, labels)
+    correctness = exit_correctness(
+        model.network, model.config.input_spec, images, labels,
+        frames=[a.frame for trace in traces.values() for a in trace])
     inputs = normalize_images(images[:64], model.config.input_spec)
     phases = (False, True) if any(s.load for s in scenarios) else (False,)
     print(f'recording latencies per exit, thread count and load phase {phases} ...',

@@ -6,7 +6,8 @@ It is computed from a recorded pass, never run live:
 - per-frame, per-exit correctness from one batch forward over the trace's frames;
 - latency per (exit, threads) and load phase from stage latencies measured on this machine
   with and without the real CPU load (``measure_latencies``): the plain path to exit k is
-  stages 0..k plus head k, the path ``Plan.target_exit`` runs.
+  stages 0..k plus head k, the path ``Plan.target_exit`` runs; its energy is charged as the
+  runtime's power model charges it (CPU time x power per busy CPU), medians per phase.
 
 Per frame it knows which pairs answer correctly in time, and picks (Sec. 5 of ALERT: the
 oracle knows the future): under latency and energy goals the least-energy pair that is
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import itertools
 import math
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from .load import CpuLoad
 from .runner import PolicyRun, RequestRecord
 from .scenarios import Arrival, Scenario
 from ..engine import exit_logits, normalize_images
+from ..runtime.energy import PowerModel
 from ..runtime.executor import apply_threads
 from ..runtime.goals import GoalKind
 
@@ -37,9 +39,15 @@ __all__ = ['LatencyTable', 'exit_correctness', 'measure_latencies', 'oracle_run'
 
 @dataclass
 class LatencyTable:
-    """Measured latency samples (ms) per (loaded, threads, exit) of the plain path."""
+    """
+    Measured samples per (loaded, threads, exit) of the plain path to that exit.
+
+    ``samples``: wall latency (ms); ``cpu_samples``: CPU time (ms) on the clock the runtime's
+    power model charges (``PowerModel.cpu_clock``), so energies compare with the runtime's.
+    """
 
     samples: Dict[Tuple[bool, int, int], List[float]]
+    cpu_samples: Dict[Tuple[bool, int, int], List[float]]
     thread_counts: Tuple[int, ...]
     num_exits: int
 
@@ -53,21 +61,31 @@ class LatencyTable:
         values = self.samples.get((loaded, threads, exit_index))
         return float(np.percentile(values, q)) if values else math.inf
 
+    def cpu_median_ms(self, loaded: bool, threads: int, exit_index: int) -> float:
+        """Return the median CPU time of one pair in one load phase."""
+        values = self.cpu_samples.get((loaded, threads, exit_index))
+        return float(np.median(values)) if values else math.inf
 
-def _time_frame(network, x: torch.Tensor) -> List[float]:
-    """Plain-path latency (ms) to every exit of one frame: stages 0..k, then head k."""
-    stage_ms, head_ms = [], []
+
+def _time_frame(network, x: torch.Tensor,
+                cpu_clock: Callable[[], float]) -> Tuple[List[float], List[float]]:
+    """Return wall and CPU ms of the plain path to every exit (stages 0..k, then head k)."""
+    stage, head, stage_cpu, head_cpu = [], [], [], []
     features = x
     with torch.inference_mode():
-        for stage, head in zip(network.stages, network.heads):
-            start = time.perf_counter()
-            features = stage(features)
-            middle = time.perf_counter()
-            head(features)
-            end = time.perf_counter()
-            stage_ms.append((middle - start) * 1e3)
-            head_ms.append((end - middle) * 1e3)
-    return [sum(stage_ms[:k + 1]) + head_ms[k] for k in range(len(stage_ms))]
+        for stage_module, head_module in zip(network.stages, network.heads):
+            start, start_cpu = time.perf_counter(), cpu_clock()
+            features = stage_module(features)
+            middle, middle_cpu = time.perf_counter(), cpu_clock()
+            head_module(features)
+            end, end_cpu = time.perf_counter(), cpu_clock()
+            stage.append((middle - start) * 1e3)
+            head.append((end - middle) * 1e3)
+            stage_cpu.append((middle_cpu - start_cpu) * 1e3)
+            head_cpu.append((end_cpu - middle_cpu) * 1e3)
+    exits = range(len(stage))
+    return ([sum(stage[:k + 1]) + head[k] for k in exits],
+            [sum(stage_cpu[:k + 1]) + head_cpu[k] for k in exits])
 
 
 def measure_latencies(network, inputs: torch.Tensor, *, thread_counts: Sequence[int],
@@ -80,6 +98,7 @@ def measure_latencies(network, inputs: torch.Tensor, *, thread_counts: Sequence[
     under ``CpuLoad`` (one busy process per core), started ``warmup_s`` before measuring.
     """
     samples: Dict[Tuple[bool, int, int], List[float]] = {}
+    cpu_samples: Dict[Tuple[bool, int, int], List[float]] = {}
     saved = torch.get_num_threads()
     frame_ids = itertools.cycle(range(len(inputs)))
     try:
@@ -91,27 +110,39 @@ def measure_latencies(network, inputs: torch.Tensor, *, thread_counts: Sequence[
             try:
                 for threads in thread_counts:
                     apply_threads(threads)
-                    _time_frame(network, inputs[:1])  # warm this thread count
+                    cpu_clock = PowerModel.cpu_clock(threads)
+                    _time_frame(network, inputs[:1], cpu_clock)  # warm this thread count
                     deadline = time.monotonic() + max_seconds
                     for _ in range(frames):
                         index = next(frame_ids)
-                        for exit_index, value in enumerate(
-                                _time_frame(network, inputs[index:index + 1])):
-                            samples.setdefault((loaded, threads, exit_index), []).append(value)
+                        wall, cpu = _time_frame(network, inputs[index:index + 1], cpu_clock)
+                        for exit_index in range(network.num_exits):
+                            key = (loaded, threads, exit_index)
+                            samples.setdefault(key, []).append(wall[exit_index])
+                            cpu_samples.setdefault(key, []).append(cpu[exit_index])
                         if time.monotonic() > deadline:
                             break
             finally:
                 load.stop()
     finally:
         torch.set_num_threads(saved)
-    return LatencyTable(samples=samples, thread_counts=tuple(thread_counts),
-                        num_exits=network.num_exits)
+    return LatencyTable(samples=samples, cpu_samples=cpu_samples,
+                        thread_counts=tuple(thread_counts), num_exits=network.num_exits)
 
 
-def exit_correctness(network, spec, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Return bool [num_exits, N]: is exit k right on image i (one batch forward)."""
-    logits = exit_logits(network, normalize_images(images, spec))
-    return (logits.argmax(dim=2) == torch.from_numpy(labels).unsqueeze(0)).numpy()
+def exit_correctness(network, spec, images: np.ndarray, labels: np.ndarray, *,
+                     frames: Optional[Sequence[int]] = None) -> np.ndarray:
+    """
+    Return bool [num_exits, N]: is exit k right on image i (one batch forward).
+
+    With ``frames``, only those images are run (the others stay False).
+    """
+    index = np.arange(len(labels)) if frames is None else np.unique(np.asarray(frames))
+    logits = exit_logits(network, normalize_images(images[index], spec))
+    right = (logits.argmax(dim=2) == torch.from_numpy(labels[index]).unsqueeze(0)).numpy()
+    correct = np.zeros((network.num_exits, len(labels)), dtype=bool)
+    correct[:, index] = right
+    return correct
 
 
 @dataclass(frozen=True)
@@ -125,10 +156,14 @@ class _Option:
 def _options(table: LatencyTable, power, loaded: bool) -> List[_Option]:
     options = []
     for threads in table.thread_counts:
-        watts = power.active_w(threads)
         for exit_index in range(table.num_exits):
             latency = table.median_ms(loaded, threads, exit_index)
-            options.append(_Option(exit_index, threads, latency, watts * latency))
+            if hasattr(power, 'cpu_watts'):  # charged by CPU time, as the runtime does
+                energy = power.cpu_watts(threads) * table.cpu_median_ms(loaded, threads,
+                                                                        exit_index)
+            else:
+                energy = power.active_w(threads) * latency
+            options.append(_Option(exit_index, threads, latency, energy))
     return options
 
 
