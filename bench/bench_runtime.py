@@ -17,6 +17,7 @@ Usage: bench/bench_runtime.py [--requests N] [--seconds S] [--fps F] [--bound-ms
 """
 
 import argparse
+from dataclasses import fields
 import os
 import platform
 import statistics
@@ -25,10 +26,12 @@ import time
 
 from delen_ros.engine import fashion_mnist, load_checkpoint, normalize_images
 from delen_ros.engine.profiling import load_profile
-from delen_ros.runtime import (ConditionalExecutor, EdfScheduler, Goal, InferenceServer,
-                               make_policy, Request, RequestContext)
+from delen_ros.runtime import (ConditionalExecutor, EdfScheduler, ExitStatus, Goal,
+                               InferenceServer, make_policy, Request, RequestContext)
 import numpy as np
 import torch
+
+STATUS_FIELDS = tuple(f.name for f in fields(ExitStatus))
 
 
 class ReplayNetwork:
@@ -54,12 +57,12 @@ def _us(samples):
 
 
 def decision_paths(model, profile, images, requests):
-    """Median/p99 microseconds of each decision path per request, for each policy and goal."""
+    """Median/p99 microseconds of each path per request, for each policy and goal."""
     server = InferenceServer(model, profile, threads=1)
     spec = model.config.input_spec
     with torch.inference_mode():
         all_logits = [model.network(normalize_images(images[i:i + 1], spec))
-                      for i in range(64)]
+                      for i in range(256)]
     cases = [('static:exit_index=3', Goal.latency(1e4)),
              ('confidence:threshold=0.9', Goal.latency(1e4)),
              ('budget', Goal.latency(1e4)),
@@ -70,7 +73,8 @@ def decision_paths(model, profile, images, requests):
         policy = make_policy(spec_text)
         scheduler = EdfScheduler()
         scheduler.add_tenant('t', 2)
-        samples = {'scheduler put+get': [], 'plan + feasibility': [], 'execute (no model)': []}
+        samples = {'scheduler put+get': [], 'plan + feasibility': [],
+                   'ExitStatus + should_stop': [], 'execute bookkeeping': []}
         exits = []
         x = torch.zeros(1)
         executor = ConditionalExecutor(ReplayNetwork(all_logits), profile, cost=server.cost)
@@ -87,20 +91,33 @@ def decision_paths(model, profile, images, requests):
                 thread_counts=server.cost.thread_counts, cost=server.cost, profile=profile)
             plan = policy.plan(context)
             first = server.cost.stage(0, plan.threads)
-            feasible = first.latency_ms <= context.remaining_ms
+            feasible = (first.latency_ms <= context.remaining_ms
+                        and first.energy_mj <= context.energy_budget_mj)
             planned = time.perf_counter()
             execution = executor.execute(request.tensor, plan=plan, goal=goal,
                                          should_stop=policy.should_stop)
             done = time.perf_counter()
+            # The conditions part of execute, re-run alone on the statuses it built.
+            values_of = [tuple(getattr(status, name) for name in STATUS_FIELDS)
+                         for status in execution.exits]
+            again = time.perf_counter()
+            for values in values_of:
+                status = ExitStatus(*values)
+                if plan.target_exit is None:
+                    policy.should_stop(status)
+            conditions = time.perf_counter() - again
             assert feasible
             if run >= 200:
                 samples['scheduler put+get'].append(middle - start)
                 samples['plan + feasibility'].append(planned - middle)
-                samples['execute (no model)'].append(done - planned)
+                samples['ExitStatus + should_stop'].append(conditions)
+                samples['execute bookkeeping'].append(done - planned - conditions)
                 exits.append(execution.final.exit_index)
-        total = [sum(parts) for parts in zip(*samples.values())]
+        decision = [a + b + c for a, b, c in zip(*list(samples.values())[:3])]
+        total = [d + e for d, e in zip(decision, samples['execute bookkeeping'])]
         rows.append((spec_text, str(goal), float(np.mean(exits)),
-                     {name: _us(values) for name, values in samples.items()}, _us(total)))
+                     {name: _us(values) for name, values in samples.items()},
+                     _us(decision), _us(total)))
     return rows
 
 
@@ -217,15 +234,17 @@ def main():
     print(f'machine: {_machine()}')
     print(f'model: {model.path.name}, {profile.num_exits} exits; 1 intra-op thread\n')
 
-    print('Decision paths per request, model excluded (median / p99 us):\n')
+    print('Runtime paths per request, model excluded (median / p99 us); decision = scheduler '
+          '+ plan + conditions; bookkeeping = calibrated confidence, energy accounting, '
+          'slowdown learning, stage loop:\n')
     rows = decision_paths(model, profile, images, args.requests)
     names = list(rows[0][3])
-    print('| policy | goal | mean exit | ' + ' | '.join(names) + ' | total |')
-    print('|---|---|---|' + '---|' * (len(names) + 1))
-    for policy, goal, mean_exit, parts, total in rows:
+    print('| policy | goal | mean exit | ' + ' | '.join(names) + ' | decision | all |')
+    print('|---|---|---|' + '---|' * (len(names) + 2))
+    for policy, goal, mean_exit, parts, decision, total in rows:
         cells = [f'{parts[n][0]:.1f} / {parts[n][1]:.1f}' for n in names]
         print(f'| {policy} | {goal} | {mean_exit:.2f} | ' + ' | '.join(cells)
-              + f' | {total[0]:.1f} / {total[1]:.1f} |')
+              + f' | {decision[0]:.1f} / {decision[1]:.1f} | {total[0]:.1f} / {total[1]:.1f} |')
 
     print('\nWhole serve path on the real network (median / p99 us):\n')
     raw = raw_stages(model, images, args.requests)

@@ -13,7 +13,7 @@ from typing import Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from .energy import EnergyMeter, PowerModel
 
-__all__ = ['CostModel', 'SlowdownFilter', 'StageCost']
+__all__ = ['CostModel', 'SettingCosts', 'SlowdownFilter', 'StageCost']
 
 
 class StageCost(NamedTuple):
@@ -28,19 +28,24 @@ class SlowdownFilter:
     Scalar Kalman filter of the ratio measured/profiled latency (1.0 = as profiled).
 
     The measurement noise is adapted from the innovations, so ``std`` covers both the
-    estimate's uncertainty and the spread of single observations. With a ``window``, the
-    conservative bound never goes below the largest of the last ``window`` ratios (for hard
-    caps, where a Gaussian tail is too thin).
+    estimate's uncertainty and the spread of single observations. ``upper`` is the
+    conservative factor mean + ``sigma`` sd; with a ``window`` it never goes below the largest
+    of the last ``window`` ratios (for hard caps, where a Gaussian tail is too thin), and it is
+    scaled by ``1 + margin``.
     """
 
     def __init__(self, *, initial: float = 1.0, variance: float = 0.25,
                  process_noise: float = 1e-3, measurement_std: float = 0.1,
-                 noise_decay: float = 0.05, window: int = 0) -> None:
+                 noise_decay: float = 0.05, sigma: float = 2.0, window: int = 0,
+                 margin: float = 0.0) -> None:
         if not (initial > 0 and variance >= 0 and process_noise >= 0 and measurement_std > 0
-                and 0 < noise_decay <= 1 and window >= 0):
+                and 0 < noise_decay <= 1 and window >= 0 and sigma >= 0 and margin >= 0):
             raise ValueError('SlowdownFilter: initial, measurement_std and noise_decay must be '
-                             'positive, variance, process_noise and window non-negative')
+                             'positive; variance, process_noise, sigma, window and margin '
+                             'non-negative')
         self.window = int(window)
+        self.sigma = float(sigma)
+        self.margin = float(margin)
         # Sliding-window maximum of the last `window` ratios: (index, ratio), ratios decreasing.
         self._recent: Deque[Tuple[int, float]] = collections.deque()
         self.mean = float(initial)
@@ -49,10 +54,11 @@ class SlowdownFilter:
         self.noise = float(measurement_std) ** 2
         self.noise_decay = float(noise_decay)
         self.count = 0
+        self.upper = self._upper()
 
     def update(self, ratio: float) -> None:
-        """Fold in one observed ratio."""
-        if not (ratio > 0.0 and math.isfinite(ratio)):
+        """Fold in one observed ratio (ignored unless positive and finite)."""
+        if not 0.0 < ratio < math.inf:
             return
         prior = self.variance + self.process_noise
         innovation = ratio - self.mean
@@ -68,6 +74,13 @@ class SlowdownFilter:
             recent.append((self.count, ratio))
             if recent[0][0] <= self.count - self.window:
                 recent.popleft()
+        self.upper = self._upper()
+
+    def _upper(self) -> float:
+        bound = self.mean + self.sigma * math.sqrt(self.variance + self.noise)
+        if self._recent and self._recent[0][1] > bound:
+            bound = self._recent[0][1]
+        return max(bound, 0.5) * (1.0 + self.margin)
 
     @property
     def std(self) -> float:
@@ -79,9 +92,41 @@ class SlowdownFilter:
         """Largest ratio among the last ``window`` observations (0 without a window)."""
         return self._recent[0][1] if self._recent else 0.0
 
-    def upper(self, sigma: float) -> float:
-        """Conservative slowdown: mean + sigma sd, at least the recent maximum (and 0.5)."""
-        return max(self.mean + sigma * self.std, self.recent_max, 0.5)
+    def __repr__(self) -> str:
+        return (f'SlowdownFilter(mean={self.mean:.3f}, std={self.std:.3f}, '
+                f'upper={self.upper:.3f}, n={self.count})')
+
+
+class SettingCosts:
+    """
+    Cost predictions for one resource setting (thread count); the executor's hot path.
+
+    ``median_ms[k]`` / ``nominal_mj[k]``: profiled median latency of stage k (with its head)
+    and that latency times the active power. ``latency`` / ``energy``: slowdown filters of
+    the measured wall latency and energy against them.
+    """
+
+    __slots__ = ('threads', 'median_ms', 'nominal_mj', 'latency', 'energy')
+
+    def __init__(self, threads: int, median_ms: List[float], nominal_mj: List[float],
+                 latency: SlowdownFilter, energy: SlowdownFilter) -> None:
+        self.threads = threads
+        self.median_ms = median_ms
+        self.nominal_mj = nominal_mj
+        self.latency = latency
+        self.energy = energy
+
+    def stage(self, exit_index: int) -> StageCost:
+        """Conservative cost of stage ``exit_index`` (with its exit head)."""
+        return StageCost(self.median_ms[exit_index] * self.latency.upper,
+                         self.nominal_mj[exit_index] * self.energy.upper)
+
+    def observe(self, exit_index: int, latency_ms: float,
+                energy_mj: Optional[float] = None) -> None:
+        """Learn from one stage run with its head: wall latency and, if known, energy."""
+        self.latency.update(latency_ms / self.median_ms[exit_index])
+        if energy_mj is not None:
+            self.energy.update(energy_mj / self.nominal_mj[exit_index])
 
 
 class CostModel:
@@ -94,6 +139,7 @@ class CostModel:
     contention the first grows and spreads while the second, charged by CPU time, stays put.
     Energy bounds are caps, so energy predictions also cover the largest ratio of the last
     ``energy_window`` stages, plus ``energy_margin`` (a fraction) for a new worst case.
+    Updates take no lock: with several workers an observation may rarely be lost.
     """
 
     def __init__(self, profile, *, power: PowerModel, meter: Optional[EnergyMeter] = None,
@@ -104,25 +150,20 @@ class CostModel:
         if not (0 <= energy_margin < 10 and energy_window >= 0):
             raise ValueError(f'energy_margin must be in [0, 10) and energy_window >= 0, got '
                              f'{energy_margin} and {energy_window}')
-        self.energy_window = int(energy_window)
-        self.energy_margin = float(energy_margin)
         self.profile = profile
         self.power = power
         self.meter = meter or power
         self.sigma = float(sigma)
+        self.energy_window = int(energy_window)
+        self.energy_margin = float(energy_margin)
         self.num_exits = profile.num_exits
         self.thread_counts = tuple(profile.thread_counts)
         self._lock = threading.Lock()
-        self._median: Dict[int, List[float]] = {}
-        self._nominal_mj: Dict[int, List[float]] = {}
-        self._latency: Dict[int, SlowdownFilter] = {}
-        self._energy: Dict[int, SlowdownFilter] = {}
-        self._latency_factor: Dict[int, float] = {}
-        self._energy_factor: Dict[int, float] = {}
+        self._settings: Dict[int, SettingCosts] = {}
         for threads in self.thread_counts:
-            self._add_threads(threads)
+            self._settings[threads] = self._build(threads)
 
-    def _add_threads(self, threads: int) -> None:
+    def _build(self, threads: int) -> SettingCosts:
         profiled = min(self.thread_counts, key=lambda t: (abs(t - threads), t))
         median = [self.profile.stage_latency_ms(k, profiled, 'median')
                   for k in range(self.num_exits)]
@@ -130,68 +171,51 @@ class CostModel:
         # Seed the noise with the profile's own spread: p95 ~ median + 1.645 sd.
         spread = max(0.05, max((b / a - 1.0) / 1.645 for a, b in zip(median, p95) if a > 0))
         watts = self.power.active_w(threads)
-        self._median[threads] = median
-        self._nominal_mj[threads] = [m * watts for m in median]
-        self._latency[threads] = SlowdownFilter(measurement_std=spread)
-        self._energy[threads] = SlowdownFilter(measurement_std=spread,
-                                               window=self.energy_window)
-        self._latency_factor[threads] = self._latency[threads].upper(self.sigma)
-        self._energy_factor[threads] = self._energy_upper(self._energy[threads])
+        return SettingCosts(
+            threads, median, [m * watts for m in median],
+            SlowdownFilter(measurement_std=spread, sigma=self.sigma),
+            SlowdownFilter(measurement_std=spread, sigma=self.sigma, window=self.energy_window,
+                           margin=self.energy_margin))
 
-    def _energy_upper(self, energy: SlowdownFilter) -> float:
-        return energy.upper(self.sigma) * (1.0 + self.energy_margin)
-
-    def _ensure(self, threads: int) -> None:
-        if threads not in self._median:
+    def setting(self, threads: int) -> SettingCosts:
+        """Return the costs of a thread count (built on first use for unprofiled ones)."""
+        costs = self._settings.get(threads)
+        if costs is None:
             with self._lock:
-                if threads not in self._median:
-                    self._add_threads(threads)
+                costs = self._settings.get(threads)
+                if costs is None:
+                    costs = self._settings[threads] = self._build(threads)
+        return costs
 
     def slowdown(self, threads: int) -> SlowdownFilter:
         """Return the wall-latency slowdown filter of a thread count."""
-        self._ensure(threads)
-        return self._latency[threads]
+        return self.setting(threads).latency
 
     def energy_slowdown(self, threads: int) -> SlowdownFilter:
         """Return the energy slowdown filter of a thread count."""
-        self._ensure(threads)
-        return self._energy[threads]
+        return self.setting(threads).energy
 
     def stage(self, exit_index: int, threads: int) -> StageCost:
         """Conservative cost of stage ``exit_index`` (with its exit head)."""
-        self._ensure(threads)
-        return StageCost(self._median[threads][exit_index] * self._latency_factor[threads],
-                         self._nominal_mj[threads][exit_index] * self._energy_factor[threads])
+        return self.setting(threads).stage(exit_index)
 
     def to_exit(self, exit_index: int, threads: int, *, start: int = 0) -> StageCost:
         """Conservative cost of stages ``start..exit_index`` run with every head."""
-        self._ensure(threads)
+        costs = self.setting(threads)
         stages = slice(start, exit_index + 1)
-        return StageCost(sum(self._median[threads][stages]) * self._latency_factor[threads],
-                         sum(self._nominal_mj[threads][stages]) * self._energy_factor[threads])
+        return StageCost(sum(costs.median_ms[stages]) * costs.latency.upper,
+                         sum(costs.nominal_mj[stages]) * costs.energy.upper)
 
     def median_ms(self, exit_index: int, threads: int) -> float:
         """Profiled median latency of one stage (with its head), uncorrected."""
-        self._ensure(threads)
-        return self._median[threads][exit_index]
+        return self.setting(threads).median_ms[exit_index]
 
     def expected_ms(self, exit_index: int, threads: int) -> float:
         """Profiled median latency of one stage times the mean slowdown (not conservative)."""
-        self._ensure(threads)
-        return self._median[threads][exit_index] * self._latency[threads].mean
+        costs = self.setting(threads)
+        return costs.median_ms[exit_index] * costs.latency.mean
 
     def observe_stage(self, exit_index: int, threads: int, latency_ms: float,
                       energy_mj: Optional[float] = None) -> None:
         """Learn from one stage (run with its head): its wall latency and, if known, energy."""
-        self._ensure(threads)
-        median = self._median[threads][exit_index]
-        if median <= 0.0:
-            return
-        with self._lock:
-            latency = self._latency[threads]
-            latency.update(latency_ms / median)
-            self._latency_factor[threads] = latency.upper(self.sigma)
-            if energy_mj is not None:
-                energy = self._energy[threads]
-                energy.update(energy_mj / self._nominal_mj[threads][exit_index])
-                self._energy_factor[threads] = self._energy_upper(energy)
+        self.setting(threads).observe(exit_index, latency_ms, energy_mj)

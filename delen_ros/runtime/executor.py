@@ -17,6 +17,7 @@ from .policies.base import Plan, PolicyError
 __all__ = ['ConditionalExecutor', 'Execution', 'apply_threads', 'calibrated_top1']
 
 _INF = math.inf
+_exp = math.exp
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,15 @@ def apply_threads(threads: int) -> bool:
 
 def calibrated_top1(logits: torch.Tensor, temperature: float) -> Tuple[int, float]:
     """Class and temperature-scaled softmax probability of one row of logits [1, C]."""
-    row = logits.reshape(-1).tolist()
-    if len(row) > 64:
-        probabilities = torch.softmax(logits.reshape(-1).float() / temperature, dim=0)
-        confidence, class_id = probabilities.max(dim=0)
+    if logits.shape[-1] > 64:
+        flat = logits.reshape(-1).float()
+        confidence, class_id = torch.softmax(flat / temperature, dim=0).max(dim=0)
         return int(class_id), float(confidence)
+    row = logits.tolist()[0]
     top = max(row)
-    total = sum(math.exp((value - top) / temperature) for value in row)
-    return row.index(top), 1.0 / total
+    scale = 1.0 / temperature
+    # The top class contributes exp(0) = 1: its probability is 1 / sum.
+    return row.index(top), 1.0 / sum(map(_exp, [(value - top) * scale for value in row]))
 
 
 class ConditionalExecutor:
@@ -97,10 +99,15 @@ class ConditionalExecutor:
         changed = apply_threads(threads)
         deadline = goal.latency_ms if goal.latency_ms is not None else _INF
         energy_cap = goal.energy_mj if goal.energy_mj is not None else _INF
-        cost = self.cost
         meter = self.meter
         measured = meter.measured
         network = self.network
+        costs = self.cost.setting(threads)
+        median, nominal = costs.median_ms, costs.nominal_mj
+        latency_filter, energy_filter = costs.latency, costs.energy
+        temperature, exit_accuracy = self._temperature, self._exit_accuracy
+        accuracy_at = self._accuracy_at
+        perf_counter = time.perf_counter
         stage_ms = []
         exits = []
         model_s = 0.0
@@ -112,17 +119,17 @@ class ConditionalExecutor:
             first_reading = last_reading = meter.read()
         else:
             cpu_clock = meter.cpu_clock(threads)
-            cpu_watts = meter.cpu_watts(threads)
+            cpu_watts = meter.cpu_watts(threads) * 1e3  # mJ per CPU second
             first_cpu = last_cpu = cpu_clock()
-        start = time.perf_counter()
+        start = perf_counter()
         status = None
         for index in range(num_exits):
             last = index == num_exits - 1
             evaluate = last or target is None or index == target or (
                 progressive and index < target)
-            before = time.perf_counter()
+            before = perf_counter()
             logits = network.step(state, evaluate_head=evaluate)
-            after = time.perf_counter()
+            after = perf_counter()
             elapsed = (after - before) * 1e3
             model_s += after - before
             stage_ms.append(elapsed)
@@ -136,28 +143,27 @@ class ConditionalExecutor:
                 last_reading = reading
             else:
                 cpu = cpu_clock()
-                stage_mj = cpu_watts * (cpu - last_cpu) * 1e3
-                energy = cpu_watts * (cpu - first_cpu) * 1e3
+                stage_mj = cpu_watts * (cpu - last_cpu)
+                energy = cpu_watts * (cpu - first_cpu)
                 last_cpu = cpu
             if previous_evaluated:  # the measurement covers this stage alone
-                cost.observe_stage(index, threads, elapsed, stage_mj)
-                profiled_ms += cost.median_ms(index, threads)
+                latency_filter.update(elapsed / median[index])
+                energy_filter.update(stage_mj / nominal[index])
+                profiled_ms += median[index]
                 observed_ms += elapsed
             previous_evaluated = True
-            class_id, confidence = calibrated_top1(logits, self._temperature[index])
+            class_id, confidence = calibrated_top1(logits, temperature[index])
             compute_ms = (after - start) * 1e3
             if last:
                 next_ms = next_mj = 0.0
             else:
-                next_ms, next_mj = cost.stage(index + 1, threads)
+                next_ms = median[index + 1] * latency_filter.upper
+                next_mj = nominal[index + 1] * energy_filter.upper
             status = ExitStatus(
-                exit_index=index, num_exits=num_exits, class_id=class_id,
-                confidence=confidence, exit_accuracy=self._exit_accuracy[index],
-                expected_accuracy=self._accuracy_at(index, confidence),
-                elapsed_ms=queue_ms + compute_ms, compute_ms=compute_ms,
-                remaining_ms=deadline - queue_ms - compute_ms, energy_mj=energy,
-                remaining_mj=energy_cap - energy, next_latency_ms=next_ms,
-                next_energy_mj=next_mj, threads=threads, goal=goal)
+                index, num_exits, class_id, confidence, exit_accuracy[index],
+                accuracy_at(index, confidence), queue_ms + compute_ms, compute_ms,
+                deadline - queue_ms - compute_ms, energy, energy_cap - energy, next_ms,
+                next_mj, threads, goal)
             exits.append(status)
             if last or (target is not None and index >= target) or (
                     target is None and should_stop(status)):

@@ -13,6 +13,7 @@ The other two fields, when set, are extra bounds (e.g. a deadline with an energy
 
 from dataclasses import dataclass
 import enum
+import functools
 import math
 from typing import Optional
 
@@ -123,6 +124,11 @@ class Goal:
         return self
 
     def __str__(self) -> str:
+        return self.text
+
+    @functools.cached_property
+    def text(self) -> str:
+        """Return the goal as text that parse_goal reads back, e.g. 'latency:15ms'."""
         parts = [f'{self.kind.value}:{_format(self.primary)}{_UNITS[self.kind]}']
         for kind in GoalKind:
             value = getattr(self, _FIELDS[kind])

@@ -519,6 +519,8 @@ class InferenceServer:
         if correct is not None:
             result = replace(result, correct=correct)
         self._deliver(tenant, result)
+        if not policy.learns:
+            return execution
         outcome = Outcome(
             tenant=request.tenant, goal=goal, plan=plan, threads=execution.threads,
             exit_index=final.exit_index,

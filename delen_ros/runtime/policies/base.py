@@ -133,10 +133,19 @@ class Policy(abc.ABC):
 
     def describe(self) -> str:
         """Return the parameter string of this policy, e.g. 'confidence:threshold=0.9'."""
-        params = self.params()
-        if not params:
-            return self.name
-        return self.name + ':' + ','.join(f'{k}={_format(v)}' for k, v in params.items())
+        # Computed once: parameters are fixed at construction (learned state is not one).
+        description = self.__dict__.get('_description')
+        if description is None:
+            params = self.params()
+            description = self.name + (':' + ','.join(
+                f'{k}={_format(v)}' for k, v in params.items()) if params else '')
+            self._description = description
+        return description
+
+    @property
+    def learns(self) -> bool:
+        """Return True when the policy overrides ``observe`` (the server skips it otherwise)."""
+        return type(self).observe is not Policy.observe
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}({self.describe()!r})'
