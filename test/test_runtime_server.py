@@ -148,7 +148,7 @@ def test_edf_order_and_queue_bounds_with_three_tenants_and_several_threads(
     images, _ = frames
     clock = FrozenClock()
     server = make_server(clock=clock)
-    bounds_ms = {'nav': 100.0, 'arm': 125.0, 'ui': 150.0}
+    bounds_ms = {'nav': 100.0, 'arm': 103.0, 'ui': 106.0}
     per_thread, threads_per_tenant, queue_size = 10, 2, 4
     for name in bounds_ms:
         server.add_tenant(name, goal=Goal.latency(bounds_ms[name]), policy='static:exit_index=0',

@@ -27,8 +27,8 @@ class SlowdownFilter:
     """
     Scalar Kalman filter of the ratio measured/profiled latency (1.0 = as profiled).
 
-    The measurement noise is adapted from the innovations, so ``std`` covers both the
-    estimate's uncertainty and the spread of single observations. ``upper`` is the
+    The measurement noise is adapted from the (clipped) innovations, so ``std`` covers both
+    the estimate's uncertainty and the spread of single observations. ``upper`` is the
     conservative factor mean + ``sigma`` sd; with a ``window`` it never goes below the largest
     of the last ``window`` ratios (for hard caps, where a Gaussian tail is too thin), and it is
     scaled by ``1 + margin``.
@@ -61,7 +61,10 @@ class SlowdownFilter:
         if not 0.0 < ratio < math.inf:
             return
         prior = self.variance + self.process_noise
-        innovation = ratio - self.mean
+        # Innovations clipped at 3 sd: one preempted stage must not drag the mean (or the noise
+        # estimate) for long, while a lasting change still gets through within a few updates.
+        limit = 3.0 * math.sqrt(prior + self.noise)
+        innovation = min(max(ratio - self.mean, -limit), limit)
         gain = prior / (prior + self.noise)
         self.mean += gain * innovation
         self.variance = (1.0 - gain) * prior
