@@ -69,7 +69,8 @@ def outcome(plan: Plan, compute_ms: float, goal: Goal) -> Outcome:
         tenant='t', goal=goal, plan=plan, threads=plan.threads, exit_index=plan.target_exit,
         exits_evaluated=(plan.target_exit,),
         stage_latencies_ms=(compute_ms,) * (plan.target_exit + 1), queue_ms=0.0,
-        compute_ms=compute_ms, latency_ms=compute_ms, energy_mj=1.0, deadline_met=True,
+        compute_ms=compute_ms, latency_ms=compute_ms,
+        energy_mj=power_model().active_w(plan.threads) * compute_ms, deadline_met=True,
         confidence=0.9, expected_accuracy=0.9, slowdown=1.0)
 
 
@@ -147,9 +148,10 @@ def test_deadline_probability_is_a_gaussian_tail():
 
 
 def brute_force(profile, goal, remaining_ms, slowdown, *, max_miss, tolerance=0.002,
-                idle_w=2.0, exits=None, threads=None):
+                idle_w=2.0, energy_ratio=None, exits=None, threads=None):
     """Enumerate every (exit, threads) pair with the objective written out independently."""
     watts = {1: 5.5, 2: 9.0}
+    energy_ratio = energy_ratio or {1: 1.0, 2: 1.0}
     rows = []
     for t, k in itertools.product(threads or (1, 2), exits or range(4)):
         mean, std = slowdown[t]
@@ -160,9 +162,10 @@ def brute_force(profile, goal, remaining_ms, slowdown, *, max_miss, tolerance=0.
         else:
             p = 0.5 * (1.0 + math.erf((remaining_ms / profiled - mean) / (std * math.sqrt(2))))
         period = goal.latency_ms
-        energy = watts[t] * latency + (idle_w * max(period - latency, 0.0) if period else 0.0)
+        active = watts[t] * profiled * energy_ratio[t]
+        energy = active + (idle_w * max(period - latency, 0.0) if period else 0.0)
         rows.append({'exit': k, 'threads': t, 'p': p, 'acc': ACCURACY[k] * p,
-                     'energy': energy, 'active': watts[t] * latency, 'latency': latency})
+                     'energy': energy, 'active': active, 'latency': latency})
 
     def within(row, with_accuracy):
         if goal.latency_ms is not None and row['p'] < 1.0 - max_miss:
@@ -201,12 +204,14 @@ def test_alert_choice_is_the_brute_force_optimum(profile, cost, goal, factor):
     # Put the filter in a known state: it has seen the slowdown ``factor`` many times.
     for _ in range(30):
         policy.filter.update(factor)
+        policy.energy_filter.update(0.5 + factor / 2)
     std = policy.filter.predictive_std
     plan = policy.plan(context(profile, cost, goal))
     remaining = goal.latency_ms if goal.latency_ms is not None else math.inf
+    ratio = policy.energy_filter.mean
     expected = brute_force(profile, goal, remaining, {1: (policy.filter.mean, std),
                                                       2: (policy.filter.mean, std)},
-                           max_miss=0.01)
+                           max_miss=0.01, energy_ratio={1: ratio, 2: ratio})
     assert (plan.target_exit, plan.threads) == expected
 
 
@@ -216,12 +221,15 @@ def test_alert_plus_choice_is_the_brute_force_optimum_per_setting(profile, cost,
     for _ in range(30):
         policy.slowdown(1).update(1.6)
         policy.slowdown(2).update(60.0)
+        policy.energy_ratio(1).update(1.1)
+        policy.energy_ratio(2).update(3.0)
     estimates = {t: (policy.slowdown(t).mean, policy.slowdown(t).predictive_std)
                  for t in (1, 2)}
+    ratios = {t: policy.energy_ratio(t).mean for t in (1, 2)}
     plan = policy.plan(context(profile, cost, goal))
     remaining = goal.latency_ms if goal.latency_ms is not None else math.inf
-    assert (plan.target_exit, plan.threads) == brute_force(profile, goal, remaining,
-                                                           estimates, max_miss=0.01)
+    assert (plan.target_exit, plan.threads) == brute_force(
+        profile, goal, remaining, estimates, max_miss=0.01, energy_ratio=ratios)
 
 
 def test_queueing_eats_into_the_budget(profile, cost):

@@ -11,7 +11,7 @@ in the output folder.
 
 import argparse
 import csv
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 import datetime
 import os
 from pathlib import Path
@@ -103,8 +103,7 @@ def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
     images, labels = fashion_mnist.load('test', root=config.data_root)
     scenarios = builtin_scenarios(config.scenarios, scale=config.scale)
     if config.policies:
-        scenarios = [Scenario(**{**{k: getattr(s, k) for k in s.__dataclass_fields__},
-                                 'policies': tuple(config.policies)}) for s in scenarios]
+        scenarios = [replace(s, policies=tuple(config.policies)) for s in scenarios]
     traces = {s.name: s.trace(len(labels)) for s in scenarios}
     started = time.monotonic()
     uptime_before = _uptime()

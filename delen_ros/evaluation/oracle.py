@@ -7,7 +7,9 @@ It is computed from a recorded pass, never run live:
 - latency per (exit, threads) and load phase from stage latencies measured on this machine
   with and without the real CPU load (``measure_latencies``): the plain path to exit k is
   stages 0..k plus head k, the path ``Plan.target_exit`` runs; its energy is charged as the
-  runtime's power model charges it (CPU time x power per busy CPU), medians per phase.
+  runtime's power model charges it (CPU time x power per busy CPU). Frame i of the trace is
+  given the latencies of calibration frame ``i mod n`` of its load phase (one recorded pass
+  through every exit, so the pairs of one frame are consistent), tails included.
 
 Per frame it knows which pairs answer correctly in time, and picks (Sec. 5 of ALERT: the
 oracle knows the future): under latency and energy goals the least-energy pair that is
@@ -153,14 +155,19 @@ class _Option:
     energy_mj: float
 
 
-def _options(table: LatencyTable, power, loaded: bool) -> List[_Option]:
+def _options(table: LatencyTable, power, loaded: bool, draw: int) -> List[_Option]:
+    """Every pair as recorded for one calibration frame (``draw``-th, cyclically) of a phase."""
     options = []
     for threads in table.thread_counts:
         for exit_index in range(table.num_exits):
-            latency = table.median_ms(loaded, threads, exit_index)
+            key = (loaded, threads, exit_index)
+            samples, cpu = table.samples.get(key), table.cpu_samples.get(key)
+            if not samples:
+                options.append(_Option(exit_index, threads, math.inf, math.inf))
+                continue
+            latency = samples[draw % len(samples)]
             if hasattr(power, 'cpu_watts'):  # charged by CPU time, as the runtime does
-                energy = power.cpu_watts(threads) * table.cpu_median_ms(loaded, threads,
-                                                                        exit_index)
+                energy = power.cpu_watts(threads) * cpu[draw % len(cpu)]
             else:
                 energy = power.active_w(threads) * latency
             options.append(_Option(exit_index, threads, latency, energy))
@@ -198,7 +205,8 @@ def _best_for_frame(options: Sequence[_Option], correct: np.ndarray, goal) -> _O
 def oracle_run(scenario: Scenario, trace: Sequence[Arrival], *, table: LatencyTable,
                correctness: np.ndarray, labels: np.ndarray, power) -> PolicyRun:
     """Return the oracle's choices for the trace as a PolicyRun (offline, no timing)."""
-    options = {loaded: _options(table, power, loaded) for loaded in (False, True)}
+    options = [_options(table, power, arrival.loaded, index)
+               for index, arrival in enumerate(trace)]
     chosen: Dict[int, _Option] = {}
     spans: Dict[Tuple[str, str], List[int]] = {}
     for index, arrival in enumerate(trace):
@@ -206,17 +214,16 @@ def oracle_run(scenario: Scenario, trace: Sequence[Arrival], *, table: LatencyTa
         if arrival.goal.kind is GoalKind.ACCURACY:
             spans.setdefault((arrival.tenant, str(arrival.goal)), []).append(index)
             continue
-        chosen[index] = _best_for_frame(options[arrival.loaded], correct, arrival.goal)
+        chosen[index] = _best_for_frame(options[index], correct, arrival.goal)
     for indices in spans.values():
         goal = trace[indices[0]].goal
         cheapest, upgrades = {}, []
         for index in indices:
             arrival = trace[index]
             correct = correctness[:, arrival.frame]
-            within = [o for o in options[arrival.loaded] if _within(o, goal)]
+            within = [o for o in options[index] if _within(o, goal)]
             if not within:
-                cheapest[index] = min(options[arrival.loaded],
-                                      key=lambda o: (o.latency_ms, o.energy_mj))
+                cheapest[index] = min(options[index], key=lambda o: (o.latency_ms, o.energy_mj))
                 continue
             cheap = min(within, key=lambda o: (o.energy_mj, o.latency_ms))
             cheapest[index] = cheap

@@ -133,7 +133,8 @@ def run_policy(scenario: Scenario, policy: str, *, server: InferenceServer,
         instance = make_policy(policy)
         policies.append(instance)
         server.add_tenant(tenant.name, goal=tenant.goal, policy=instance,
-                          queue_size=scenario.queue_size, on_result=collector)
+                          queue_size=scenario.queue_size, on_infeasible=scenario.on_infeasible,
+                          on_result=collector)
     load = CpuLoad(max_seconds=scenario.duration_s + 30.0)
     events = _events(scenario, trace)
     started = time.monotonic()

@@ -6,7 +6,8 @@ profiled latency) estimated by a scalar Kalman filter whose process noise adapts
 corrections. For every request it predicts, for each (exit x resource setting) pair, the
 probability of meeting the deadline (xi Gaussian), the expected accuracy (a missed deadline
 counts as a wrong answer) and the energy (active power x time plus idle power for the rest of
-the period), then picks per the goal:
+the period; the active part is corrected by a filtered measured/nominal energy ratio so that
+it follows the runtime's meter), then picks per the goal:
 
 - latency or energy goals: maximize expected accuracy within the latency and energy bounds;
 - accuracy goals: minimize energy within the latency and accuracy bounds.
@@ -26,8 +27,10 @@ from ..conditions import ExitStatus
 from ..goals import Goal, GoalKind
 
 __all__ = ['AlertConfig', 'AlertPolicy', 'AppOnlyPolicy', 'Candidate', 'KalmanConfig',
-           'ResourceSetting', 'SlowdownKalman', 'SysOnlyPolicy', 'choose_candidate',
-           'deadline_probability', 'evaluate_candidates', 'observed_slowdown',
+           'ResourceSetting', 'SettingEstimate', 'SlowdownKalman', 'SysOnlyPolicy',
+           'choose_candidate',
+           'deadline_probability', 'evaluate_candidates', 'nominal_energy_mj',
+           'observed_slowdown',
            'profiled_latency_ms', 'resource_settings']
 
 
@@ -113,6 +116,21 @@ class ResourceSetting:
 
 
 @dataclass(frozen=True)
+class SettingEstimate:
+    """
+    What a policy predicts for one resource setting.
+
+    ``slowdown`` and ``slowdown_std``: mean and spread of one request's latency slowdown xi;
+    ``energy_ratio``: measured / nominal energy, nominal being active power x profiled time
+    (1.0 until measured; it follows the runtime's meter, e.g. CPU-time charging).
+    """
+
+    slowdown: float
+    slowdown_std: float
+    energy_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
 class Candidate:
     """
     Predictions for one (exit, resource setting) pair of one request.
@@ -191,19 +209,20 @@ def resource_settings(profile, power, *,
 
 
 def evaluate_candidates(profile, settings: Sequence[ResourceSetting], *,
-                        slowdown: Dict[int, Tuple[float, float]], remaining_ms: float,
+                        estimates: Dict[int, SettingEstimate], remaining_ms: float,
                         idle_w: float, period_ms: Optional[float],
                         exits: Optional[Sequence[int]] = None) -> List[Candidate]:
-    """Predict every (exit x setting) pair; ``slowdown[threads] = (mean, predictive std)``."""
+    """Predict every (exit x setting) pair from each setting's estimate (ALERT Sec. 4.3)."""
     exits = range(profile.num_exits) if exits is None else exits
     candidates = []
     for setting in settings:
-        mean, std = slowdown[setting.threads]
+        estimate = estimates[setting.threads]
         for exit_index in exits:
             profiled = profiled_latency_ms(profile, exit_index, setting.threads)
-            latency = mean * profiled
-            probability = deadline_probability(remaining_ms, profiled, mean, std)
-            active = setting.active_w * latency  # W x ms = mJ
+            latency = estimate.slowdown * profiled
+            probability = deadline_probability(remaining_ms, profiled, estimate.slowdown,
+                                               estimate.slowdown_std)
+            active = setting.active_w * profiled * estimate.energy_ratio  # W x ms = mJ
             idle = idle_w * max(period_ms - latency, 0.0) if period_ms else 0.0
             candidates.append(Candidate(
                 exit_index=exit_index, threads=setting.threads, profiled_ms=profiled,
@@ -288,9 +307,11 @@ class AlertPolicy(Policy):
         except (TypeError, ValueError) as error:
             raise PolicyError(f'{self.name}: {error}') from None
         self.filter = SlowdownKalman(self.config.kalman)
+        self.energy_filter = SlowdownKalman(self.config.kalman)
         self.last_choice: Optional[Candidate] = None
         self.requests = 0
         self._profile = None
+        self._power = None
 
     def attach(self, profile) -> None:
         """Remember the profile measured latencies are compared with."""
@@ -309,8 +330,18 @@ class AlertPolicy(Policy):
         return range(context.num_exits)
 
     def slowdown(self, threads: int) -> SlowdownKalman:
-        """Return the filter predicting this setting (one global filter in ALERT)."""
+        """Return the latency slowdown filter of a setting (one global filter in ALERT)."""
         return self.filter
+
+    def energy_ratio(self, threads: int) -> SlowdownKalman:
+        """Return the measured/nominal energy filter of a setting (global in ALERT)."""
+        return self.energy_filter
+
+    def estimate(self, threads: int) -> SettingEstimate:
+        """Return the current prediction for one setting."""
+        slowdown = self.slowdown(threads)
+        return SettingEstimate(slowdown=slowdown.mean, slowdown_std=slowdown.predictive_std,
+                               energy_ratio=self.energy_ratio(threads).mean)
 
     # -- Policy interface ------------------------------------------------------------------
 
@@ -322,13 +353,10 @@ class AlertPolicy(Policy):
         if not settings:
             raise PolicyError(f'{self.name}: none of the thread counts '
                               f'{self.candidate_threads(context)} is profiled')
-        estimates = {}
-        for setting in settings:
-            slowdown = self.slowdown(setting.threads)
-            estimates[setting.threads] = (slowdown.mean, slowdown.predictive_std)
+        estimates = {setting.threads: self.estimate(setting.threads) for setting in settings}
         period = self.config.period_ms or context.goal.deadline_ms
         return evaluate_candidates(
-            profile, settings, slowdown=estimates, remaining_ms=context.remaining_ms,
+            profile, settings, estimates=estimates, remaining_ms=context.remaining_ms,
             idle_w=float(getattr(context.cost.power, 'idle_w', 0.0)), period_ms=period,
             exits=self.candidate_exits(context))
 
@@ -341,7 +369,7 @@ class AlertPolicy(Policy):
 
     def plan(self, context: RequestContext) -> Plan:
         """Pick the (exit, threads) pair per the goal and run straight to that exit."""
-        self._profile = context.profile
+        self._profile, self._power = context.profile, context.cost.power
         choice = self.choose(self.candidates(context), context.goal)
         self.last_choice = choice
         self.requests += 1
@@ -353,10 +381,17 @@ class AlertPolicy(Policy):
         return status.is_last or status.exit_index >= target
 
     def observe(self, outcome: Outcome) -> None:
-        """Update the slowdown of the setting that ran from its measured latency."""
+        """Update the filters of the setting that ran from its measured latency and energy."""
         ratio = observed_slowdown(outcome, self._profile)
         if ratio is not None:
             self.slowdown(outcome.threads).update(ratio)
+        self.observe_energy(outcome)
+
+    def observe_energy(self, outcome: Outcome) -> None:
+        """Update the energy ratio of the setting that ran."""
+        nominal = nominal_energy_mj(outcome, self._profile, self._power)
+        if nominal:
+            self.energy_ratio(outcome.threads).update(outcome.energy_mj / nominal)
 
     def params(self):
         """Parameters that differ from the defaults."""
@@ -378,9 +413,8 @@ class AlertPolicy(Policy):
         return params
 
 
-def observed_slowdown(outcome: Outcome, profile) -> Optional[float]:
-    """Measured / profiled compute latency of a served request (None when unknown)."""
-    if profile is None or outcome.compute_ms <= 0.0:
+def _profiled_ms(outcome: Outcome, profile) -> Optional[float]:
+    if profile is None:
         return None
     try:
         if tuple(outcome.exits_evaluated) == (outcome.exit_index,):
@@ -389,7 +423,23 @@ def observed_slowdown(outcome: Outcome, profile) -> Optional[float]:
             profiled = profile.progressive_latency_ms(outcome.exit_index, outcome.threads)
     except (IndexError, KeyError):
         return None
-    return outcome.compute_ms / profiled if profiled > 0.0 else None
+    return profiled if profiled > 0.0 else None
+
+
+def observed_slowdown(outcome: Outcome, profile) -> Optional[float]:
+    """Return measured / profiled compute latency of a served request (None when unknown)."""
+    profiled = _profiled_ms(outcome, profile)
+    if profiled is None or outcome.compute_ms <= 0.0:
+        return None
+    return outcome.compute_ms / profiled
+
+
+def nominal_energy_mj(outcome: Outcome, profile, power) -> Optional[float]:
+    """Return active power x profiled latency of what a request ran (None when unknown)."""
+    profiled = _profiled_ms(outcome, profile)
+    if profiled is None or power is None or not outcome.energy_mj > 0.0:
+        return None
+    return power.active_w(outcome.threads) * profiled
 
 
 @register_policy

@@ -9,8 +9,9 @@ estimate then swings between the two and the choice oscillates.
 ``alert_plus`` keeps a Kalman filter (the same ALERT filter) per thread count, fed only by
 requests run with it. The estimate of a setting not used lately goes stale, so it is refreshed
 by cheap, bounded exploration: once a setting has gone ``explore_every`` requests unused, one
-request runs with it if its predicted risk is acceptable under the *global* assumption (the
-slowdown and spread of the setting in use); a probe that finds the
+request runs with it if, under the *global* assumption (the slowdown and spread of the
+setting in use), its predicted risk is acceptable and it would be chosen over the setting in
+use (a setting that could not win is not worth knowing); a probe that finds the
 setting still slow doubles that setting's interval (up to ``max_backoff`` times), a probe that
 finds it fine restarts its filter from that observation and resets the interval.
 """
@@ -63,6 +64,7 @@ class AlertPlusPolicy(AlertPolicy):
         self.explore_max_miss = float(explore_max_miss)
         self.slow_margin = float(slow_margin)
         self.filters: Dict[int, SlowdownKalman] = {}
+        self.energy_filters: Dict[int, SlowdownKalman] = {}
         self.last_used: Dict[int, int] = {}
         self.backoff: Dict[int, int] = {}
         self.probes = 0
@@ -74,6 +76,13 @@ class AlertPlusPolicy(AlertPolicy):
         found = self.filters.get(threads)
         if found is None:
             found = self.filters[threads] = SlowdownKalman(self.config.kalman)
+        return found
+
+    def energy_ratio(self, threads: int) -> SlowdownKalman:
+        """Return the energy-ratio filter of this thread count (one per setting)."""
+        found = self.energy_filters.get(threads)
+        if found is None:
+            found = self.energy_filters[threads] = SlowdownKalman(self.config.kalman)
         return found
 
     def age(self, threads: int) -> int:
@@ -88,14 +97,15 @@ class AlertPlusPolicy(AlertPolicy):
     def _probe_choice(self, context: RequestContext, threads: int,
                       in_use: int) -> Optional[Candidate]:
         # Optimistic guess: ALERT's global assumption (the setting in use's slowdown, spread).
-        guess = self.slowdown(in_use).mean
-        std = self.slowdown(in_use).predictive_std
+        in_use_estimate = self.estimate(in_use)
+        guess = in_use_estimate.slowdown
+        estimate = replace(in_use_estimate, energy_ratio=self.energy_ratio(threads).mean)
         settings = resource_settings(context.profile, context.cost.power,
                                      thread_counts=(threads,))
         if not settings:
             return None
         candidates = evaluate_candidates(
-            context.profile, settings, slowdown={threads: (guess, std)},
+            context.profile, settings, estimates={threads: estimate},
             remaining_ms=context.remaining_ms,
             idle_w=float(getattr(context.cost.power, 'idle_w', 0.0)),
             period_ms=self.config.period_ms or context.goal.deadline_ms,
@@ -109,14 +119,15 @@ class AlertPlusPolicy(AlertPolicy):
 
     def plan(self, context: RequestContext) -> Plan:
         """Pick as ALERT does per setting, or probe a stale setting when one is due."""
-        self._profile = context.profile
+        self._profile, self._power = context.profile, context.cost.power
         choice = self.choose(self.candidates(context), context.goal)
         self.requests += 1
         self._probe = None
         stale = self._stale(context, choice.threads)
         if stale is not None:
             probe = self._probe_choice(context, stale, choice.threads)
-            if probe is not None:
+            # Probe only a setting that, as optimistically predicted, would be chosen.
+            if probe is not None and self.choose([choice, probe], context.goal) is probe:
                 choice = self._probe = probe
                 self.probes += 1
         self.last_choice = choice
@@ -125,6 +136,7 @@ class AlertPlusPolicy(AlertPolicy):
 
     def observe(self, outcome: Outcome) -> None:
         """Update the filter of the setting that ran; adapt its probe interval."""
+        self.observe_energy(outcome)
         ratio = observed_slowdown(outcome, self._profile)
         if ratio is None:
             return
