@@ -90,7 +90,7 @@ def decision_paths(model, profile, images, requests):
                 energy_budget_mj=goal.energy_mj or float('inf'), default_threads=1,
                 thread_counts=server.cost.thread_counts, cost=server.cost, profile=profile)
             plan = policy.plan(context)
-            first = server.cost.stage(0, plan.threads)
+            first = server.cost.expected(0, plan.threads)
             feasible = (first.latency_ms <= context.remaining_ms
                         and first.energy_mj <= context.energy_budget_mj)
             planned = time.perf_counter()

@@ -102,7 +102,7 @@ def test_windowed_filter_covers_the_recent_worst_case():
 def test_cost_model_learns_per_thread_count():
     profile = load_profile()
     power = PowerModel.from_platform('generic_x86_2core')
-    cost = CostModel(profile, power=power, sigma=0.0, energy_margin=0.0)
+    cost = CostModel(profile, power=power, sigma=0.0, energy_margin=0.0, energy_window=10)
     assert cost.thread_counts == tuple(profile.thread_counts)
     median = profile.stage_latency_ms(1, 1)
     for _ in range(300):

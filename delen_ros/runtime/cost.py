@@ -13,7 +13,7 @@ from typing import Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from .energy import EnergyMeter, PowerModel
 
-__all__ = ['CostModel', 'SettingCosts', 'SlowdownFilter', 'StageCost']
+__all__ = ['CostModel', 'SettingCosts', 'SlidingMax', 'SlowdownFilter', 'StageCost']
 
 
 class StageCost(NamedTuple):
@@ -21,6 +21,35 @@ class StageCost(NamedTuple):
 
     latency_ms: float
     energy_mj: float
+
+
+class SlidingMax:
+    """Maximum of the last ``window`` values, in O(1) amortized per value."""
+
+    __slots__ = ('window', 'count', '_values')
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError(f'window must be positive, got {window}')
+        self.window = int(window)
+        self.count = 0
+        # (index, value) with values decreasing: the front is the maximum.
+        self._values: Deque[Tuple[int, float]] = collections.deque()
+
+    def add(self, value: float) -> None:
+        """Append one value (the oldest falls out of the window)."""
+        self.count += 1
+        values = self._values
+        while values and values[-1][1] <= value:
+            values.pop()
+        values.append((self.count, value))
+        if values[0][0] <= self.count - self.window:
+            values.popleft()
+
+    @property
+    def value(self) -> float:
+        """Return the maximum of the window (0 when empty)."""
+        return self._values[0][1] if self._values else 0.0
 
 
 class SlowdownFilter:
@@ -46,8 +75,7 @@ class SlowdownFilter:
         self.window = int(window)
         self.sigma = float(sigma)
         self.margin = float(margin)
-        # Sliding-window maximum of the last `window` ratios: (index, ratio), ratios decreasing.
-        self._recent: Deque[Tuple[int, float]] = collections.deque()
+        self._recent = SlidingMax(window) if window else None
         self.mean = float(initial)
         self.variance = float(variance)
         self.process_noise = float(process_noise)
@@ -70,20 +98,13 @@ class SlowdownFilter:
         self.variance = (1.0 - gain) * prior
         self.noise += self.noise_decay * (innovation * innovation - self.noise)
         self.count += 1
-        if self.window:
-            recent = self._recent
-            while recent and recent[-1][1] <= ratio:
-                recent.pop()
-            recent.append((self.count, ratio))
-            if recent[0][0] <= self.count - self.window:
-                recent.popleft()
+        if self._recent is not None:
+            self._recent.add(ratio)
         self.upper = self._upper()
 
     def _upper(self) -> float:
         bound = self.mean + self.sigma * math.sqrt(self.variance + self.noise)
-        if self._recent and self._recent[0][1] > bound:
-            bound = self._recent[0][1]
-        return max(bound, 0.5) * (1.0 + self.margin)
+        return max(bound, self.recent_max, 0.5) * (1.0 + self.margin)
 
     @property
     def std(self) -> float:
@@ -93,7 +114,7 @@ class SlowdownFilter:
     @property
     def recent_max(self) -> float:
         """Largest ratio among the last ``window`` observations (0 without a window)."""
-        return self._recent[0][1] if self._recent else 0.0
+        return self._recent.value if self._recent is not None else 0.0
 
     def __repr__(self) -> str:
         return (f'SlowdownFilter(mean={self.mean:.3f}, std={self.std:.3f}, '
@@ -106,30 +127,50 @@ class SettingCosts:
 
     ``median_ms[k]`` / ``nominal_mj[k]``: profiled median latency of stage k (with its head)
     and that latency times the active power. ``latency`` / ``energy``: slowdown filters of
-    the measured wall latency and energy against them.
+    the measured wall latency and energy against them. Energy caps are hard, so
+    ``energy_factor[k]`` also covers stage k's largest ratio of its last ``energy_window``
+    runs, plus ``energy_margin``; ``latency.upper`` is the Gaussian bound alone.
     """
 
-    __slots__ = ('threads', 'median_ms', 'nominal_mj', 'latency', 'energy')
+    __slots__ = ('threads', 'median_ms', 'nominal_mj', 'latency', 'energy', 'energy_peaks',
+                 'energy_factor', 'energy_margin')
 
     def __init__(self, threads: int, median_ms: List[float], nominal_mj: List[float],
-                 latency: SlowdownFilter, energy: SlowdownFilter) -> None:
+                 latency: SlowdownFilter, energy: SlowdownFilter, *, energy_window: int,
+                 energy_margin: float) -> None:
         self.threads = threads
         self.median_ms = median_ms
         self.nominal_mj = nominal_mj
         self.latency = latency
         self.energy = energy
+        self.energy_margin = energy_margin
+        self.energy_peaks = [SlidingMax(energy_window) for _ in median_ms]
+        self.energy_factor = [energy.upper * (1.0 + energy_margin)] * len(median_ms)
 
     def stage(self, exit_index: int) -> StageCost:
         """Conservative cost of stage ``exit_index`` (with its exit head)."""
         return StageCost(self.median_ms[exit_index] * self.latency.upper,
-                         self.nominal_mj[exit_index] * self.energy.upper)
+                         self.nominal_mj[exit_index] * self.energy_factor[exit_index])
+
+    def expected(self, exit_index: int) -> StageCost:
+        """Return the expected cost of stage ``exit_index``: profiled median x mean slowdown."""
+        return StageCost(self.median_ms[exit_index] * self.latency.mean,
+                         self.nominal_mj[exit_index] * self.energy.mean)
 
     def observe(self, exit_index: int, latency_ms: float,
                 energy_mj: Optional[float] = None) -> None:
         """Learn from one stage run with its head: wall latency and, if known, energy."""
         self.latency.update(latency_ms / self.median_ms[exit_index])
-        if energy_mj is not None:
-            self.energy.update(energy_mj / self.nominal_mj[exit_index])
+        if energy_mj is None:
+            return
+        ratio = energy_mj / self.nominal_mj[exit_index]
+        energy = self.energy
+        energy.update(ratio)
+        if 0.0 < ratio < math.inf:
+            self.energy_peaks[exit_index].add(ratio)
+        scale = 1.0 + self.energy_margin
+        gaussian = energy.upper
+        self.energy_factor = [max(gaussian, peak.value) * scale for peak in self.energy_peaks]
 
 
 class CostModel:
@@ -140,18 +181,18 @@ class CostModel:
     energy relative to the nominal ``profiled median latency x active power`` (what energy
     budgets see: CPU time under a power model, the meter's reading otherwise). Under
     contention the first grows and spreads while the second, charged by CPU time, stays put.
-    Energy bounds are caps, so energy predictions also cover the largest ratio of the last
-    ``energy_window`` stages, plus ``energy_margin`` (a fraction) for a new worst case.
+    Energy bounds are caps, so a stage's energy prediction also covers its largest ratio of
+    its last ``energy_window`` runs, plus ``energy_margin`` (a fraction) for a new worst case.
     Updates take no lock: with several workers an observation may rarely be lost.
     """
 
     def __init__(self, profile, *, power: PowerModel, meter: Optional[EnergyMeter] = None,
                  sigma: float = 2.0, energy_window: int = 1000,
-                 energy_margin: float = 0.2) -> None:
+                 energy_margin: float = 0.3) -> None:
         if not (sigma >= 0 and math.isfinite(sigma)):
             raise ValueError(f'sigma must be finite and >= 0, got {sigma}')
-        if not (0 <= energy_margin < 10 and energy_window >= 0):
-            raise ValueError(f'energy_margin must be in [0, 10) and energy_window >= 0, got '
+        if not (0 <= energy_margin < 10 and energy_window >= 1):
+            raise ValueError(f'energy_margin must be in [0, 10) and energy_window >= 1, got '
                              f'{energy_margin} and {energy_window}')
         self.profile = profile
         self.power = power
@@ -177,8 +218,8 @@ class CostModel:
         return SettingCosts(
             threads, median, [m * watts for m in median],
             SlowdownFilter(measurement_std=spread, sigma=self.sigma),
-            SlowdownFilter(measurement_std=spread, sigma=self.sigma, window=self.energy_window,
-                           margin=self.energy_margin))
+            SlowdownFilter(measurement_std=spread, sigma=self.sigma),
+            energy_window=self.energy_window, energy_margin=self.energy_margin)
 
     def setting(self, threads: int) -> SettingCosts:
         """Return the costs of a thread count (built on first use for unprofiled ones)."""
@@ -206,17 +247,17 @@ class CostModel:
         """Conservative cost of stages ``start..exit_index`` run with every head."""
         costs = self.setting(threads)
         stages = slice(start, exit_index + 1)
-        return StageCost(sum(costs.median_ms[stages]) * costs.latency.upper,
-                         sum(costs.nominal_mj[stages]) * costs.energy.upper)
+        energy = sum(nominal * factor for nominal, factor in
+                     zip(costs.nominal_mj[stages], costs.energy_factor[stages]))
+        return StageCost(sum(costs.median_ms[stages]) * costs.latency.upper, energy)
 
     def median_ms(self, exit_index: int, threads: int) -> float:
         """Profiled median latency of one stage (with its head), uncorrected."""
         return self.setting(threads).median_ms[exit_index]
 
-    def expected_ms(self, exit_index: int, threads: int) -> float:
-        """Profiled median latency of one stage times the mean slowdown (not conservative)."""
-        costs = self.setting(threads)
-        return costs.median_ms[exit_index] * costs.latency.mean
+    def expected(self, exit_index: int, threads: int) -> StageCost:
+        """Return the expected cost of one stage: median x mean slowdown (not conservative)."""
+        return self.setting(threads).expected(exit_index)
 
     def observe_stage(self, exit_index: int, threads: int, latency_ms: float,
                       energy_mj: Optional[float] = None) -> None:

@@ -104,7 +104,7 @@ class ConditionalExecutor:
         network = self.network
         costs = self.cost.setting(threads)
         median, nominal = costs.median_ms, costs.nominal_mj
-        latency_filter, energy_filter = costs.latency, costs.energy
+        latency_filter = costs.latency
         temperature, exit_accuracy = self._temperature, self._exit_accuracy
         accuracy_at = self._accuracy_at
         perf_counter = time.perf_counter
@@ -147,8 +147,7 @@ class ConditionalExecutor:
                 energy = cpu_watts * (cpu - first_cpu)
                 last_cpu = cpu
             if previous_evaluated:  # the measurement covers this stage alone
-                latency_filter.update(elapsed / median[index])
-                energy_filter.update(stage_mj / nominal[index])
+                costs.observe(index, elapsed, stage_mj)
                 profiled_ms += median[index]
                 observed_ms += elapsed
             previous_evaluated = True
@@ -158,7 +157,7 @@ class ConditionalExecutor:
                 next_ms = next_mj = 0.0
             else:
                 next_ms = median[index + 1] * latency_filter.upper
-                next_mj = nominal[index + 1] * energy_filter.upper
+                next_mj = nominal[index + 1] * costs.energy_factor[index + 1]
             status = ExitStatus(
                 index, num_exits, class_id, confidence, exit_accuracy[index],
                 accuracy_at(index, confidence), queue_ms + compute_ms, compute_ms,

@@ -50,7 +50,8 @@ class TenantConfig:
     How one tenant is served (behaviour lives in InferenceServer).
 
     ``queue_size``: newest frames kept waiting; ``on_infeasible``: 'drop' a frame that cannot
-    meet its bound even at the first exit, or 'serve_first_exit' anyway; ``progressive``:
+    meet its bound even at the first exit (expected cost, after queueing), or
+    'serve_first_exit' anyway; ``progressive``:
     deliver every intermediate exit's answer (is_final=False) before the final one;
     ``best_effort_ms``: nominal deadline used only to order frames whose goal has no latency
     bound against the others.
@@ -490,7 +491,8 @@ class InferenceServer:
             cost=self.cost, profile=self.profile)
         with tenant.lock:
             plan = policy.plan(context)
-        first = self.cost.stage(0, plan.threads)
+        # Expected, not worst-case, cost: the first exit is the least service a frame can get.
+        first = self.cost.expected(0, plan.threads)
         infeasible = first.latency_ms > remaining or first.energy_mj > energy_budget
         if infeasible:
             if tenant.config.on_infeasible == 'drop':
