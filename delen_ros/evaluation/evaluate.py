@@ -25,13 +25,13 @@ import torch
 from tqdm import tqdm
 
 from . import report
-from .oracle import exit_correctness, LatencyTable, measure_latencies, oracle_run
+from .oracle import (exit_correctness, latency_oracle_run, LatencyTable, measure_latencies,
+                     oracle_run)
 from .runner import PolicyRun, run_policy
 from .scenarios import builtin_scenarios, Scenario, SCENARIOS
 from ..engine import fashion_mnist, load_checkpoint, normalize_images
 from ..engine.profiling import default_profile_path, load_profile
 from ..runtime.energy import default_platform, PowerModel
-from ..runtime.policies import alert, alert_plus  # noqa: F401  (registers the policies)
 from ..runtime.server import InferenceServer
 
 __all__ = ['EvaluationConfig', 'ScenarioResult', 'evaluate', 'main']
@@ -49,7 +49,7 @@ class EvaluationConfig:
     platform: Optional[str] = None
     data_root: Path = fashion_mnist.DEFAULT_ROOT
     policies: Optional[Sequence[str]] = None
-    calibration_frames: int = 12
+    calibration_frames: int = 20
     plots: bool = True
 
     def __post_init__(self):
@@ -136,6 +136,10 @@ def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
                                        labels=labels, progress=bar.update))
             runs.append(oracle_run(scenario, traces[scenario.name], table=table,
                                    correctness=correctness, labels=labels, power=power))
+            runs.append(latency_oracle_run(
+                scenario, traces[scenario.name], table=table,
+                exit_accuracy=profile.exit_accuracy, correctness=correctness, labels=labels,
+                power=power))
             results.append(ScenarioResult(scenario=scenario, runs=runs))
     wall = time.monotonic() - started
     _write(output, results, table=table, wall_s=wall, platform=platform, power=power,

@@ -16,7 +16,8 @@ from .summary import compare, summarize, tenants_of  # noqa: E402
 
 __all__ = ['comparison_table', 'plot_bars', 'plot_choices', 'plot_latency', 'results_table']
 
-_REFERENCES = ('oracle', 'app_only', 'sys_only')
+_REFERENCES = ('oracle', 'oracle_latency', 'app_only', 'sys_only')
+_ORACLES = ('oracle', 'oracle_latency')
 
 
 def _pct(value: float, digits: int = 1) -> str:
@@ -58,19 +59,19 @@ def comparison_table(runs: Sequence[PolicyRun]) -> str:
     references = [name for name in _REFERENCES if name in by_name]
     head = ['policy']
     for name in references:
-        if name == 'oracle':
-            head += ['eff. accuracy gap to oracle pp', 'energy vs oracle %']
+        if name in _ORACLES:
+            head += [f'eff. accuracy gap to {name} pp', f'energy vs {name} %']
         else:
             head += [f'error reduction vs {name} %', f'energy reduction vs {name} %']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for run in runs:
-        if _name(run) == 'oracle':
+        if _name(run) in _ORACLES:
             continue
         summary = summarize(run)
         cells = [_name(run)]
         for name in references:
             result = compare(summary, summarize(by_name[name]))
-            if name == 'oracle':
+            if name in _ORACLES:
                 cells += [_num(result.accuracy_gap_pp), _pct(result.energy_excess)]
             else:
                 cells += [_pct(result.error_reduction), _pct(result.energy_reduction)]
@@ -85,7 +86,7 @@ def _shade_load(axis, scenario: Scenario) -> None:
 
 def plot_latency(scenario: Scenario, runs: Sequence[PolicyRun], path: Path) -> Path:
     """Plot each policy's latency per frame against its deadline over time (log scale)."""
-    live = [run for run in runs if _name(run) != 'oracle']
+    live = [run for run in runs if _name(run) not in _ORACLES]
     figure, axes = plt.subplots(len(live), 1, figsize=(9, 1.6 * len(live) + 0.8),
                                 sharex=True, squeeze=False)
     for axis, run in zip(axes[:, 0], live):
@@ -159,7 +160,7 @@ def plot_bars(scenario: Scenario, runs: Sequence[PolicyRun], path: Path) -> Path
         {'title': 'energy mJ/frame (estimated)', 'values': [s.energy_mj for s in summaries]},
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(11, 3.2))
-    colors = ['tab:gray' if n == 'oracle' else 'tab:green' if n.startswith('alert')
+    colors = ['tab:gray' if n in _ORACLES else 'tab:green' if n.startswith('alert')
               else 'tab:blue' for n in names]
     for axis, panel in zip(axes, panels):
         axis.bar(range(len(names)), panel['values'], color=colors)

@@ -184,7 +184,7 @@ def contention_scenario(*, duration_s: float = 24.0, rate_hz: float = 20.0,
 
 
 def tight_contention_scenario(*, duration_s: float = 18.0, rate_hz: float = 20.0,
-                              deadline_ms: float = 3.0,
+                              deadline_ms: float = 4.0,
                               policies: Optional[Sequence[str]] = None) -> Scenario:
     """Build (a'): as (a) with a deadline that needs 2 threads for the last exit when idle."""
     scenario = contention_scenario(duration_s=duration_s, rate_hz=rate_hz,
@@ -200,29 +200,29 @@ def goal_change_scenario(*, duration_s: float = 12.0, rate_hz: float = 20.0,
     third = duration_s / 3
     return Scenario(
         name='goal_change',
-        description=(f'one tenant at {rate_hz:g} frames/s; goal latency:3 ms, then at '
+        description=(f'one tenant at {rate_hz:g} frames/s; goal latency:4 ms, then at '
                      f'{third:.0f} s accuracy:0.93 (latency 20 ms), then at {2 * third:.0f} s '
-                     'energy:8 mJ (latency 20 ms); no CPU load'),
+                     'energy:10 mJ (latency 20 ms); no CPU load'),
         duration_s=duration_s,
-        tenants=(TenantPlan('camera', Goal.latency(3.0), rates=(RateChange(0.0, rate_hz),),
+        tenants=(TenantPlan('camera', Goal.latency(4.0), rates=(RateChange(0.0, rate_hz),),
                             goal_changes=(GoalChange(third, Goal.accuracy(0.93,
                                                                           latency_ms=20.0)),
                                           GoalChange(2 * third, Goal.energy(
-                                              8.0, latency_ms=20.0)))),),
+                                              10.0, latency_ms=20.0)))),),
         policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only', 'budget')))
 
 
 def rate_change_scenario(*, duration_s: float = 12.0, deadline_ms: float = 10.0,
                          policies: Optional[Sequence[str]] = None) -> Scenario:
-    """Build (c): one tenant whose rate jumps from 20/s to 250/s and back; no CPU load."""
+    """Build (c): one tenant whose rate jumps from 20/s to 400/s and back; no CPU load."""
     third = duration_s / 3
     return Scenario(
         name='rate_change',
-        description=(f'one tenant, latency:{deadline_ms:g} ms; 20 frames/s, 250 frames/s from '
+        description=(f'one tenant, latency:{deadline_ms:g} ms; 20 frames/s, 400 frames/s from '
                      f'{third:.0f} s, 20 frames/s from {2 * third:.0f} s; no CPU load'),
         duration_s=duration_s,
         tenants=(TenantPlan('camera', Goal.latency(deadline_ms),
-                            rates=(RateChange(0.0, 20.0), RateChange(third, 250.0),
+                            rates=(RateChange(0.0, 20.0), RateChange(third, 400.0),
                                    RateChange(2 * third, 20.0))),),
         policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only', 'budget')))
 
@@ -233,14 +233,14 @@ def multi_tenant_scenario(*, duration_s: float = 18.0,
     return Scenario(
         name='three_tenants',
         description=('three tenants at 10 frames/s each: latency:10 ms, accuracy:0.93 '
-                     '(latency 30 ms), energy:8 mJ (latency 30 ms); a CPU-bound process per '
+                     '(latency 30 ms), energy:10 mJ (latency 30 ms); a CPU-bound process per '
                      f'core from {duration_s / 2:.0f} s to {3 * duration_s / 4:.1f} s'),
         duration_s=duration_s,
         tenants=(
             TenantPlan('latency', Goal.latency(10.0), rates=(RateChange(0.0, 10.0),)),
             TenantPlan('accuracy', Goal.accuracy(0.93, latency_ms=30.0),
                        rates=(RateChange(0.0, 10.0),)),
-            TenantPlan('energy', Goal.energy(8.0, latency_ms=30.0),
+            TenantPlan('energy', Goal.energy(10.0, latency_ms=30.0),
                        rates=(RateChange(0.0, 10.0),)),
         ),
         load=(LoadPhase(duration_s / 2, 3 * duration_s / 4),),
