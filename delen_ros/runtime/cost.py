@@ -127,13 +127,14 @@ class SettingCosts:
 
     ``median_ms[k]`` / ``nominal_mj[k]``: profiled median latency of stage k (with its head)
     and that latency times the active power. ``latency`` / ``energy``: slowdown filters of
-    the measured wall latency and energy against them. Energy caps are hard, so
-    ``energy_factor[k]`` also covers stage k's largest ratio of its last ``energy_window``
-    runs, plus ``energy_margin``; ``latency.upper`` is the Gaussian bound alone.
+    the measured wall latency and energy against them. Energy caps are hard, so a stage's
+    energy factor (``energy_factor(k)``) also covers that stage's largest ratio over its last
+    ``energy_window`` runs, scaled by ``1 + energy_margin``; ``latency.upper`` is the Gaussian
+    bound alone.
     """
 
-    __slots__ = ('threads', 'median_ms', 'nominal_mj', 'latency', 'energy', 'energy_peaks',
-                 'energy_factor', 'energy_margin')
+    __slots__ = ('threads', 'median_ms', 'nominal_mj', 'latency', 'energy', 'energy_margin',
+                 'energy_peak', '_peaks')
 
     def __init__(self, threads: int, median_ms: List[float], nominal_mj: List[float],
                  latency: SlowdownFilter, energy: SlowdownFilter, *, energy_window: int,
@@ -144,13 +145,19 @@ class SettingCosts:
         self.latency = latency
         self.energy = energy
         self.energy_margin = energy_margin
-        self.energy_peaks = [SlidingMax(energy_window) for _ in median_ms]
-        self.energy_factor = [energy.upper * (1.0 + energy_margin)] * len(median_ms)
+        self._peaks = [SlidingMax(energy_window) for _ in median_ms]
+        self.energy_peak = [0.0] * len(median_ms)
+
+    def energy_factor(self, exit_index: int) -> float:
+        """Return the conservative energy slowdown of one stage."""
+        gaussian = self.energy.upper
+        peak = self.energy_peak[exit_index]
+        return (gaussian if gaussian > peak else peak) * (1.0 + self.energy_margin)
 
     def stage(self, exit_index: int) -> StageCost:
         """Conservative cost of stage ``exit_index`` (with its exit head)."""
         return StageCost(self.median_ms[exit_index] * self.latency.upper,
-                         self.nominal_mj[exit_index] * self.energy_factor[exit_index])
+                         self.nominal_mj[exit_index] * self.energy_factor(exit_index))
 
     def expected(self, exit_index: int) -> StageCost:
         """Return the expected cost of stage ``exit_index``: profiled median x mean slowdown."""
@@ -164,13 +171,11 @@ class SettingCosts:
         if energy_mj is None:
             return
         ratio = energy_mj / self.nominal_mj[exit_index]
-        energy = self.energy
-        energy.update(ratio)
+        self.energy.update(ratio)
         if 0.0 < ratio < math.inf:
-            self.energy_peaks[exit_index].add(ratio)
-        scale = 1.0 + self.energy_margin
-        gaussian = energy.upper
-        self.energy_factor = [max(gaussian, peak.value) * scale for peak in self.energy_peaks]
+            peaks = self._peaks[exit_index]
+            peaks.add(ratio)
+            self.energy_peak[exit_index] = peaks.value
 
 
 class CostModel:
@@ -247,8 +252,8 @@ class CostModel:
         """Conservative cost of stages ``start..exit_index`` run with every head."""
         costs = self.setting(threads)
         stages = slice(start, exit_index + 1)
-        energy = sum(nominal * factor for nominal, factor in
-                     zip(costs.nominal_mj[stages], costs.energy_factor[stages]))
+        energy = sum(costs.nominal_mj[k] * costs.energy_factor(k)
+                     for k in range(start, exit_index + 1))
         return StageCost(sum(costs.median_ms[stages]) * costs.latency.upper, energy)
 
     def median_ms(self, exit_index: int, threads: int) -> float:

@@ -157,7 +157,7 @@ class ConditionalExecutor:
                 next_ms = next_mj = 0.0
             else:
                 next_ms = median[index + 1] * latency_filter.upper
-                next_mj = nominal[index + 1] * costs.energy_factor[index + 1]
+                next_mj = nominal[index + 1] * costs.energy_factor(index + 1)
             status = ExitStatus(
                 index, num_exits, class_id, confidence, exit_accuracy[index],
                 accuracy_at(index, confidence), queue_ms + compute_ms, compute_ms,
