@@ -137,6 +137,21 @@ def test_policy_learns_the_slowdown_from_outcomes(profile, cost):
     assert policy.filter.mean == pytest.approx(2.5, rel=0.02)
 
 
+def test_energy_ratio_follows_the_meter_and_loosens_an_energy_bound(profile, cost):
+    goal = Goal.energy(30.0)
+    policy = make_policy('alert')
+    first = policy.plan(context(profile, cost, goal))
+    for _ in range(40):
+        plan = policy.plan(context(profile, cost, goal))
+        compute = PLAIN_MS[plan.threads][plan.target_exit]
+        # The meter charges half of active power x time (e.g. CPU time under contention).
+        result = outcome(plan, compute, goal)
+        policy.observe(Outcome(**{**vars(result), 'energy_mj': 0.5 * result.energy_mj}))
+    assert policy.energy_filter.mean == pytest.approx(0.5, rel=0.05)
+    later = policy.plan(context(profile, cost, goal))
+    assert later.target_exit > first.target_exit
+
+
 def test_deadline_probability_is_a_gaussian_tail():
     assert deadline_probability(10.0, 5.0, 2.0, 0.1) == pytest.approx(0.5)
     assert deadline_probability(math.inf, 5.0, 2.0, 0.1) == 1.0
@@ -147,30 +162,36 @@ def test_deadline_probability_is_a_gaussian_tail():
 # -- brute force ------------------------------------------------------------------------------
 
 
+def gaussian_within(bound, nominal, mean, std):
+    if math.isinf(bound):
+        return 1.0
+    return 0.5 * (1.0 + math.erf((bound / nominal - mean) / (std * math.sqrt(2))))
+
+
 def brute_force(profile, goal, remaining_ms, slowdown, *, max_miss, tolerance=0.002,
                 idle_w=2.0, energy_ratio=None, exits=None, threads=None):
     """Enumerate every (exit, threads) pair with the objective written out independently."""
     watts = {1: 5.5, 2: 9.0}
-    energy_ratio = energy_ratio or {1: 1.0, 2: 1.0}
+    energy_ratio = energy_ratio or {1: (1.0, 0.1), 2: (1.0, 0.1)}
     rows = []
     for t, k in itertools.product(threads or (1, 2), exits or range(4)):
         mean, std = slowdown[t]
         profiled = PLAIN_MS[t][k]
         latency = mean * profiled
-        if math.isinf(remaining_ms):
-            p = 1.0
-        else:
-            p = 0.5 * (1.0 + math.erf((remaining_ms / profiled - mean) / (std * math.sqrt(2))))
+        p = gaussian_within(remaining_ms, profiled, mean, std)
         period = goal.latency_ms
-        active = watts[t] * profiled * energy_ratio[t]
+        ratio, ratio_std = energy_ratio[t]
+        active = watts[t] * profiled * ratio
+        p_energy = gaussian_within(goal.energy_mj or math.inf, watts[t] * profiled, ratio,
+                                   ratio_std)
         energy = active + (idle_w * max(period - latency, 0.0) if period else 0.0)
         rows.append({'exit': k, 'threads': t, 'p': p, 'acc': ACCURACY[k] * p,
-                     'energy': energy, 'active': active, 'latency': latency})
+                     'energy': energy, 'p_energy': p_energy, 'latency': latency})
 
     def within(row, with_accuracy):
         if goal.latency_ms is not None and row['p'] < 1.0 - max_miss:
             return False
-        if goal.energy_mj is not None and row['active'] > goal.energy_mj:
+        if goal.energy_mj is not None and row['p_energy'] < 1.0 - max_miss:
             return False
         return not (with_accuracy and row['acc'] < goal.min_accuracy)
     if goal.kind is GoalKind.ACCURACY:
@@ -208,7 +229,7 @@ def test_alert_choice_is_the_brute_force_optimum(profile, cost, goal, factor):
     std = policy.filter.predictive_std
     plan = policy.plan(context(profile, cost, goal))
     remaining = goal.latency_ms if goal.latency_ms is not None else math.inf
-    ratio = policy.energy_filter.mean
+    ratio = (policy.energy_filter.mean, policy.energy_filter.predictive_std)
     expected = brute_force(profile, goal, remaining, {1: (policy.filter.mean, std),
                                                       2: (policy.filter.mean, std)},
                            max_miss=0.01, energy_ratio={1: ratio, 2: ratio})
@@ -225,7 +246,8 @@ def test_alert_plus_choice_is_the_brute_force_optimum_per_setting(profile, cost,
         policy.energy_ratio(2).update(3.0)
     estimates = {t: (policy.slowdown(t).mean, policy.slowdown(t).predictive_std)
                  for t in (1, 2)}
-    ratios = {t: policy.energy_ratio(t).mean for t in (1, 2)}
+    ratios = {t: (policy.energy_ratio(t).mean, policy.energy_ratio(t).predictive_std)
+              for t in (1, 2)}
     plan = policy.plan(context(profile, cost, goal))
     remaining = goal.latency_ms if goal.latency_ms is not None else math.inf
     assert (plan.target_exit, plan.threads) == brute_force(

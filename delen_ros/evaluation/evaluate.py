@@ -5,8 +5,8 @@ The whole evaluation from one command: every scenario, every policy, the oracle,
 
 Policies run one after another, each on a fresh InferenceServer over the same trace (same
 frames, same times, same load schedule). The oracle is computed offline from a recorded pass.
-Results: ``results.md`` (tables), PNG plots and ``records.csv`` (one row per frame and policy)
-in the output folder.
+Results: ``results.md`` (tables) and PNG plots in the output folder, with ``--records`` also
+``records.csv`` (one row per frame and policy).
 """
 
 import argparse
@@ -51,6 +51,7 @@ class EvaluationConfig:
     policies: Optional[Sequence[str]] = None
     calibration_frames: int = 20
     plots: bool = True
+    records: bool = False
 
     def __post_init__(self):
         if not self.scale > 0:
@@ -143,13 +144,13 @@ def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
             results.append(ScenarioResult(scenario=scenario, runs=runs))
     wall = time.monotonic() - started
     _write(output, results, table=table, wall_s=wall, platform=platform, power=power,
-           uptime_before=uptime_before, plots=config.plots)
+           uptime_before=uptime_before, plots=config.plots, records=config.records)
     return results
 
 
 def _write(output: Path, results: Sequence[ScenarioResult], *, table: LatencyTable,
            wall_s: float, platform: str, power: PowerModel, uptime_before: str,
-           plots: bool) -> None:
+           plots: bool, records: bool) -> None:
     lines = ['# delen_eval results', '',
              f'- wall time: {wall_s:.0f} s; machine: ' + ', '.join(
                  f'{k} {v}' for k, v in _machine().items()),
@@ -192,7 +193,7 @@ def _write(output: Path, results: Sequence[ScenarioResult], *, table: LatencyTab
                 rows.append({'scenario': scenario.name, 'policy': run.policy,
                              **asdict(record)})
     (output / 'results.md').write_text('\n'.join(lines) + '\n')
-    if rows:
+    if records and rows:
         with open(output / 'records.csv', 'w', newline='') as stream:
             writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -216,11 +217,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--platform', help='power model (default: detected)')
     parser.add_argument('--data-root', type=Path, default=fashion_mnist.DEFAULT_ROOT)
     parser.add_argument('--no-plots', action='store_true', help='tables only')
+    parser.add_argument('--records', action='store_true',
+                        help='also write records.csv (one row per frame and policy)')
     args = parser.parse_args(argv)
     config = EvaluationConfig(
         output=args.output, scenarios=tuple(args.scenarios), scale=args.scale,
         model=args.model, profile=args.profile, platform=args.platform,
-        data_root=args.data_root, policies=args.policies, plots=not args.no_plots)
+        data_root=args.data_root, policies=args.policies, plots=not args.no_plots,
+        records=args.records)
     started = time.monotonic()
     evaluate(config)
     print(f'wrote {config.output / "results.md"} in {time.monotonic() - started:.0f} s',

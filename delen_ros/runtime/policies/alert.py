@@ -121,13 +121,15 @@ class SettingEstimate:
     What a policy predicts for one resource setting.
 
     ``slowdown`` and ``slowdown_std``: mean and spread of one request's latency slowdown xi;
-    ``energy_ratio``: measured / nominal energy, nominal being active power x profiled time
-    (1.0 until measured; it follows the runtime's meter, e.g. CPU-time charging).
+    ``energy_ratio`` and ``energy_ratio_std``: the same for measured / nominal energy,
+    nominal being active power x profiled time (1.0 until measured; the ratio follows the
+    runtime's meter, e.g. its CPU-time charging).
     """
 
     slowdown: float
     slowdown_std: float
     energy_ratio: float = 1.0
+    energy_ratio_std: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ class Candidate:
 
     ``latency_ms`` is the expected compute latency (mean slowdown x profiled latency);
     ``energy_mj`` ALERT's energy over the period (active + idle for the rest of it);
-    ``active_energy_mj`` the active part alone, what the runtime meters per request.
+    ``active_energy_mj`` the active part alone, what the runtime meters per request;
+    ``energy_probability`` the chance that part stays within the goal's energy bound.
     """
 
     exit_index: int
@@ -148,6 +151,7 @@ class Candidate:
     expected_accuracy: float
     energy_mj: float
     active_energy_mj: float
+    energy_probability: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,11 @@ class AlertConfig:
 
 def deadline_probability(remaining_ms: float, profiled_ms: float, mean: float,
                          std: float) -> float:
-    """P(xi x profiled <= remaining) with xi ~ N(mean, std^2)."""
+    """
+    Return P(xi x profiled <= remaining) with xi ~ N(mean, std^2).
+
+    Used for energy bounds too: P(ratio x nominal energy <= bound).
+    """
     if math.isinf(remaining_ms) and remaining_ms > 0:
         return 1.0
     if remaining_ms <= 0.0 or profiled_ms <= 0.0:
@@ -211,6 +219,7 @@ def resource_settings(profile, power, *,
 def evaluate_candidates(profile, settings: Sequence[ResourceSetting], *,
                         estimates: Dict[int, SettingEstimate], remaining_ms: float,
                         idle_w: float, period_ms: Optional[float],
+                        energy_bound_mj: Optional[float] = None,
                         exits: Optional[Sequence[int]] = None) -> List[Candidate]:
     """Predict every (exit x setting) pair from each setting's estimate (ALERT Sec. 4.3)."""
     exits = range(profile.num_exits) if exits is None else exits
@@ -222,14 +231,18 @@ def evaluate_candidates(profile, settings: Sequence[ResourceSetting], *,
             latency = estimate.slowdown * profiled
             probability = deadline_probability(remaining_ms, profiled, estimate.slowdown,
                                                estimate.slowdown_std)
-            active = setting.active_w * profiled * estimate.energy_ratio  # W x ms = mJ
+            nominal = setting.active_w * profiled  # W x ms = mJ
+            active = nominal * estimate.energy_ratio
             idle = idle_w * max(period_ms - latency, 0.0) if period_ms else 0.0
+            within_energy = 1.0 if energy_bound_mj is None else deadline_probability(
+                energy_bound_mj, nominal, estimate.energy_ratio, estimate.energy_ratio_std)
             candidates.append(Candidate(
                 exit_index=exit_index, threads=setting.threads, profiled_ms=profiled,
                 latency_ms=latency, deadline_probability=probability,
                 # Sec. 4.3: a missed deadline counts as a wrong answer.
                 expected_accuracy=profile.exit_accuracy[exit_index] * probability,
-                energy_mj=active + idle, active_energy_mj=active))
+                energy_mj=active + idle, active_energy_mj=active,
+                energy_probability=within_energy))
     return candidates
 
 
@@ -237,7 +250,7 @@ def _in_bounds(candidate: Candidate, goal: Goal, max_miss: float, *,
                accuracy: bool) -> bool:
     if goal.deadline_ms is not None and candidate.deadline_probability < 1.0 - max_miss:
         return False
-    if goal.energy_mj is not None and candidate.active_energy_mj > goal.energy_mj:
+    if goal.energy_mj is not None and candidate.energy_probability < 1.0 - max_miss:
         return False
     if accuracy and goal.min_accuracy is not None \
             and candidate.expected_accuracy < goal.min_accuracy:
@@ -339,9 +352,9 @@ class AlertPolicy(Policy):
 
     def estimate(self, threads: int) -> SettingEstimate:
         """Return the current prediction for one setting."""
-        slowdown = self.slowdown(threads)
+        slowdown, energy = self.slowdown(threads), self.energy_ratio(threads)
         return SettingEstimate(slowdown=slowdown.mean, slowdown_std=slowdown.predictive_std,
-                               energy_ratio=self.energy_ratio(threads).mean)
+                               energy_ratio=energy.mean, energy_ratio_std=energy.predictive_std)
 
     # -- Policy interface ------------------------------------------------------------------
 
@@ -358,7 +371,7 @@ class AlertPolicy(Policy):
         return evaluate_candidates(
             profile, settings, estimates=estimates, remaining_ms=context.remaining_ms,
             idle_w=float(getattr(context.cost.power, 'idle_w', 0.0)), period_ms=period,
-            exits=self.candidate_exits(context))
+            energy_bound_mj=context.goal.energy_mj, exits=self.candidate_exits(context))
 
     def choose(self, candidates: Sequence[Candidate], goal: Goal, *,
                max_miss: Optional[float] = None) -> Candidate:

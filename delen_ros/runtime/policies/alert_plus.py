@@ -99,7 +99,9 @@ class AlertPlusPolicy(AlertPolicy):
         # Optimistic guess: ALERT's global assumption (the setting in use's slowdown, spread).
         in_use_estimate = self.estimate(in_use)
         guess = in_use_estimate.slowdown
-        estimate = replace(in_use_estimate, energy_ratio=self.energy_ratio(threads).mean)
+        energy = self.energy_ratio(threads)
+        estimate = replace(in_use_estimate, energy_ratio=energy.mean,
+                           energy_ratio_std=energy.predictive_std)
         settings = resource_settings(context.profile, context.cost.power,
                                      thread_counts=(threads,))
         if not settings:
@@ -109,7 +111,7 @@ class AlertPlusPolicy(AlertPolicy):
             remaining_ms=context.remaining_ms,
             idle_w=float(getattr(context.cost.power, 'idle_w', 0.0)),
             period_ms=self.config.period_ms or context.goal.deadline_ms,
-            exits=self.candidate_exits(context))
+            energy_bound_mj=context.goal.energy_mj, exits=self.candidate_exits(context))
         choice = self.choose(candidates, context.goal, max_miss=self.explore_max_miss)
         if context.goal.deadline_ms is not None \
                 and choice.deadline_probability < 1.0 - self.explore_max_miss:
