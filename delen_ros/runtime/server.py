@@ -443,7 +443,7 @@ class InferenceServer:
                 tenant.stats.dropped('shutdown')
         self._finished(len(pending))
         worker, self._worker = self._worker, None
-        if worker is not None:
+        if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
             if worker.is_alive():
                 raise RuntimeError(f'inference worker did not stop within {timeout} s')
