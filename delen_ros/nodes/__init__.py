@@ -1,0 +1,1 @@
+"""rclpy nodes of delen_ros: thin layers over the ROS-free libraries."""

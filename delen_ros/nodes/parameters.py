@@ -1,0 +1,163 @@
+"""
+Parameters of the serving node, in one table (no ROS import).
+
+The node turns each ``ParameterSpec`` into a ``ParameterDescriptor``; ``tenant_goal`` and
+``check_tenant`` are the consistency rules its on-set callback applies.
+"""
+
+from dataclasses import dataclass
+import math
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+from ..runtime import Goal, GoalError, make_policy, PolicyError
+
+__all__ = ['GOALS', 'ParameterSpec', 'SERVER_PARAMETERS', 'TENANT_PARAMETERS', 'check_tenant',
+           'tenant_defaults', 'tenant_goal', 'tenant_parameter']
+
+GOALS = ('latency', 'accuracy', 'energy')
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter: its type, default, range and description (what rqt shows)."""
+
+    name: str
+    kind: str
+    default: Any
+    description: str
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    step: Optional[float] = None
+    read_only: bool = False
+    choices: Tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in ('double', 'integer', 'string', 'bool', 'string_array'):
+            raise ValueError(f'unknown parameter kind {self.kind!r} for {self.name}')
+        if (self.minimum is None) != (self.maximum is None):
+            raise ValueError(f'{self.name}: give both minimum and maximum, or neither')
+
+    @property
+    def constraints(self) -> str:
+        """Text for ParameterDescriptor.additional_constraints."""
+        if self.choices:
+            return 'one of: ' + ', '.join(self.choices)
+        if self.minimum is not None:
+            return f'{self.minimum} to {self.maximum}'
+        return ''
+
+
+SERVER_PARAMETERS = (
+    ParameterSpec('model', 'string', '', 'multi-exit checkpoint (.pt); empty: the shipped model',
+                  read_only=True),
+    ParameterSpec('profile', 'string', '', 'profile JSON of the model; empty: beside the model',
+                  read_only=True),
+    ParameterSpec('platform', 'string', '',
+                  'power-model platform when no power meter is readable; empty: detect',
+                  read_only=True),
+    ParameterSpec('tenants', 'string_array', ['camera'],
+                  'tenant names; each has the <tenant>.* parameters', read_only=True),
+    ParameterSpec('threads', 'integer', 1,
+                  'intra-op threads for policies that do not choose their own', 1, 64, 1,
+                  read_only=True),
+    ParameterSpec('status_period_s', 'double', 1.0,
+                  'period of TenantStatus and /diagnostics', 0.1, 10.0, 0.1, read_only=True),
+    ParameterSpec('max_image_pixels', 'integer', 4096 * 4096,
+                  'images with more pixels are rejected as oversize', 1, 2 ** 28, 1),
+    ParameterSpec('fallback_latency_ms', 'double', 100.0,
+                  'latency bound of a tenant whose latency_ms is 0 while its publishers '
+                  'offer no deadline', 1.0, 10000.0, 1.0),
+)
+
+TENANT_PARAMETERS = (
+    ParameterSpec('input_topic', 'string', '', 'sensor_msgs/Image topic; empty: /<tenant>/image',
+                  read_only=True),
+    ParameterSpec('output_topic', 'string', '',
+                  'InferenceResult topic; empty: /delen/<tenant>/result', read_only=True),
+    ParameterSpec('status_topic', 'string', '',
+                  'TenantStatus topic; empty: /delen/<tenant>/status', read_only=True),
+    ParameterSpec('goal', 'string', 'latency', 'primary goal of every request',
+                  choices=GOALS),
+    ParameterSpec('latency_ms', 'double', 0.0,
+                  'latency bound from the image stamp, ms; 0: the deadline QoS offered by '
+                  'the input topic\'s publishers', 0.0, 1000.0, 0.5),
+    ParameterSpec('min_accuracy', 'double', 0.0,
+                  'expected top-1 accuracy to reach (profile-calibrated); 0: no bound',
+                  0.0, 1.0, 0.005),
+    ParameterSpec('energy_mj', 'double', 0.0, 'energy bound per request, mJ; 0: no bound',
+                  0.0, 10000.0, 0.1),
+    ParameterSpec('policy', 'string', 'budget',
+                  'exit policy, optionally with parameters (e.g. static:exit_index=1)'),
+    ParameterSpec('queue_size', 'integer', 2, 'newest frames kept waiting', 1, 100, 1),
+    ParameterSpec('on_infeasible', 'string', 'drop',
+                  'a frame that cannot meet its bound even at exit 0', read_only=True,
+                  choices=('drop', 'serve_first_exit')),
+    ParameterSpec('input_deadline_ms', 'double', 1000.0,
+                  'deadline QoS the image subscription requests (publishers must offer this '
+                  'or tighter); 0: request none', 0.0, 10000.0, 1.0, read_only=True),
+)
+
+_TENANT_SPECS = {spec.name: spec for spec in TENANT_PARAMETERS}
+
+
+def tenant_parameter(tenant: str, name: str) -> str:
+    """Full parameter name of a tenant's setting, e.g. 'obstacle.latency_ms'."""
+    return f'{tenant}.{name}'
+
+
+def tenant_defaults(tenant: str) -> Dict[str, Any]:
+    """Defaults of one tenant's parameters, with the topic names filled in."""
+    values = {spec.name: spec.default for spec in TENANT_PARAMETERS}
+    values['input_topic'] = f'/{tenant}/image'
+    values['output_topic'] = f'/delen/{tenant}/result'
+    values['status_topic'] = f'/delen/{tenant}/status'
+    return values
+
+
+def _positive(value: Any) -> Optional[float]:
+    value = float(value)
+    return value if value > 0.0 and math.isfinite(value) else None
+
+
+def tenant_goal(values: Mapping[str, Any], *, qos_deadline_ms: Optional[float],
+                fallback_latency_ms: float) -> Goal:
+    """
+    Build a tenant's Goal from its parameters (GoalError says why it cannot).
+
+    The latency bound is ``latency_ms``, else the deadline QoS its publishers offer; a latency
+    goal with neither uses ``fallback_latency_ms``. Zero accuracy or energy means no bound.
+    """
+    kind = values['goal']
+    if kind not in GOALS:
+        raise GoalError(f'goal must be one of {", ".join(GOALS)}, got {kind!r}')
+    latency = _positive(values['latency_ms']) or qos_deadline_ms
+    accuracy = _positive(values['min_accuracy'])
+    energy = _positive(values['energy_mj'])
+    if kind == 'latency':
+        return Goal.latency(latency or fallback_latency_ms, min_accuracy=accuracy,
+                            energy_mj=energy)
+    if kind == 'accuracy':
+        if accuracy is None:
+            raise GoalError('goal accuracy needs min_accuracy > 0')
+        return Goal.accuracy(accuracy, latency_ms=latency, energy_mj=energy)
+    if energy is None:
+        raise GoalError('goal energy needs energy_mj > 0')
+    return Goal.energy(energy, latency_ms=latency, min_accuracy=accuracy)
+
+
+def check_tenant(values: Mapping[str, Any], *, max_accuracy: float,
+                 qos_deadline_ms: Optional[float], fallback_latency_ms: float,
+                 policies: Sequence[str] = ()) -> Goal:
+    """Validate a tenant's parameters together; return its Goal or raise ValueError."""
+    goal = tenant_goal(values, qos_deadline_ms=qos_deadline_ms,
+                       fallback_latency_ms=fallback_latency_ms)
+    goal.check_reachable(max_accuracy)
+    try:
+        make_policy(str(values['policy']))
+    except PolicyError as error:
+        known = f' (known: {", ".join(policies)})' if policies else ''
+        raise PolicyError(f'{error}{known}') from None
+    spec = _TENANT_SPECS['on_infeasible']
+    if values['on_infeasible'] not in spec.choices:
+        raise ValueError(f'on_infeasible must be one of {spec.constraints[8:]}')
+    return goal
