@@ -80,7 +80,7 @@ TENANT_PARAMETERS = (
                   choices=GOALS),
     ParameterSpec('latency_ms', 'double', 0.0,
                   'latency bound from the image stamp, ms; 0: the deadline QoS offered by '
-                  'the input topic\'s publishers', 0.0, 1000.0, 0.5),
+                  "the input topic's publishers", 0.0, 1000.0, 0.5),
     ParameterSpec('min_accuracy', 'double', 0.0,
                   'expected top-1 accuracy to reach (profile-calibrated); 0: no bound',
                   0.0, 1.0, 0.005),

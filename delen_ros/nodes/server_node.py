@@ -17,8 +17,8 @@ from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
 from delen_ros.imaging import decode_image, ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
-from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, TENANT_PARAMETERS,
-                                        tenant_defaults, tenant_parameter)
+from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
+                                        tenant_parameter, TENANT_PARAMETERS)
 from delen_ros.runtime import available_policies, InferenceServer, InputError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -28,7 +28,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import (HistoryPolicy, QoSProfile, qos_profile_sensor_data, ReliabilityPolicy)
+from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -52,7 +52,7 @@ _HEADERS_KEPT = 256
 
 
 def descriptor(spec, name: Optional[str] = None) -> ParameterDescriptor:
-    """ParameterDescriptor of a spec (ranges with step, so rqt shows sliders)."""
+    """Describe a parameter for rqt: description, read-only flag, range with step."""
     result = ParameterDescriptor(
         name=name or spec.name, type=_TYPES[spec.kind], description=spec.description,
         additional_constraints=spec.constraints, read_only=spec.read_only)
