@@ -165,7 +165,7 @@ def test_deadline_probability_is_a_gaussian_tail():
 def gaussian_within(bound, nominal, mean, std):
     if math.isinf(bound):
         return 1.0
-    return 0.5 * (1.0 + math.erf((bound / nominal - mean) / (std * math.sqrt(2))))
+    return 0.5 * math.erfc(-(bound / nominal - mean) / (std * math.sqrt(2)))
 
 
 def brute_force(profile, goal, remaining_ms, slowdown, *, max_miss, tolerance=0.002,
@@ -206,7 +206,8 @@ def brute_force(profile, goal, remaining_ms, slowdown, *, max_miss, tolerance=0.
             near = [r for r in feasible if r['acc'] >= top - tolerance]
             best = min(near, key=lambda r: (r['energy'], -r['acc'], r['threads']))
             return best['exit'], best['threads']
-    best = max(rows, key=lambda r: (r['acc'], r['p'], -r['latency'], -r['threads']))
+    best = max(rows, key=lambda r: (r['p'] * r['p_energy'], r['acc'], -r['latency'],
+                                    -r['threads']))
     return best['exit'], best['threads']
 
 

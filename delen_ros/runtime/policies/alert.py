@@ -28,10 +28,9 @@ from ..goals import Goal, GoalKind
 
 __all__ = ['AlertConfig', 'AlertPolicy', 'AppOnlyPolicy', 'Candidate', 'KalmanConfig',
            'ResourceSetting', 'SettingEstimate', 'SlowdownKalman', 'SysOnlyPolicy',
-           'choose_candidate',
-           'deadline_probability', 'evaluate_candidates', 'nominal_energy_mj',
-           'observed_slowdown',
-           'profiled_latency_ms', 'resource_settings']
+           'choose_candidate', 'deadline_probability', 'evaluate_candidates',
+           'nominal_energy_mj', 'observed_slowdown', 'profiled_latency_ms',
+           'resource_settings', 'within_bounds']
 
 
 @dataclass(frozen=True)
@@ -246,8 +245,13 @@ def evaluate_candidates(profile, settings: Sequence[ResourceSetting], *,
     return candidates
 
 
-def _in_bounds(candidate: Candidate, goal: Goal, max_miss: float, *,
-               accuracy: bool) -> bool:
+def within_bounds(candidate: Candidate, goal: Goal, *, max_miss: float,
+                  accuracy: bool = False) -> bool:
+    """
+    Return True when a pair meets the goal's deadline and energy bound w.p. >= 1 - max_miss.
+
+    With ``accuracy``, its expected accuracy must also reach the goal's accuracy bound.
+    """
     if goal.deadline_ms is not None and candidate.deadline_probability < 1.0 - max_miss:
         return False
     if goal.energy_mj is not None and candidate.energy_probability < 1.0 - max_miss:
@@ -265,8 +269,8 @@ def _most_accurate(candidates: Sequence[Candidate], tolerance: float) -> Candida
 
 
 def _best_effort(candidates: Sequence[Candidate]) -> Candidate:
-    return max(candidates, key=lambda c: (c.expected_accuracy, c.deadline_probability,
-                                          -c.latency_ms, -c.threads))
+    return max(candidates, key=lambda c: (c.deadline_probability * c.energy_probability,
+                                          c.expected_accuracy, -c.latency_ms, -c.threads))
 
 
 def _least_energy(candidates: Sequence[Candidate]) -> Candidate:
@@ -282,18 +286,19 @@ def choose_candidate(candidates: Sequence[Candidate], goal: Goal, *, max_miss: f
     goals: most expected accuracy among the pairs within the latency and energy bounds, where
     pairs within ``accuracy_tolerance`` of the best count as ties and go to the least energy
     (else a 1e-6 gain in deadline probability would always outbid energy). Remaining ties go
-    to more expected accuracy, then fewer threads. When no pair is within the bounds: the most
-    expected accuracy (deadline risk included), ties to the likelier to meet the deadline,
-    then the faster.
+    to more expected accuracy, then fewer threads. When no pair is within the bounds: the
+    likeliest to meet the deadline and the energy bound together, then the most expected
+    accuracy, then the faster.
     """
     if not candidates:
         raise PolicyError('alert: no (exit, resource setting) pair to choose from')
     if goal.kind is GoalKind.ACCURACY:
-        feasible = [c for c in candidates if _in_bounds(c, goal, max_miss, accuracy=True)]
+        feasible = [c for c in candidates
+                    if within_bounds(c, goal, max_miss=max_miss, accuracy=True)]
         if feasible:
             return _least_energy(feasible)
     else:
-        feasible = [c for c in candidates if _in_bounds(c, goal, max_miss, accuracy=False)]
+        feasible = [c for c in candidates if within_bounds(c, goal, max_miss=max_miss)]
         if feasible:
             return _most_accurate(feasible, accuracy_tolerance)
     return _best_effort(candidates)

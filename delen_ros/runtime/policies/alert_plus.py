@@ -21,7 +21,7 @@ import math
 from typing import Dict, Optional
 
 from .alert import AlertPolicy, Candidate, evaluate_candidates, observed_slowdown, \
-    resource_settings, SlowdownKalman
+    resource_settings, SlowdownKalman, within_bounds
 from .base import Outcome, Plan, PolicyError, register_policy, RequestContext
 
 __all__ = ['AlertPlusPolicy']
@@ -113,8 +113,7 @@ class AlertPlusPolicy(AlertPolicy):
             period_ms=self.config.period_ms or context.goal.deadline_ms,
             energy_bound_mj=context.goal.energy_mj, exits=self.candidate_exits(context))
         choice = self.choose(candidates, context.goal, max_miss=self.explore_max_miss)
-        if context.goal.deadline_ms is not None \
-                and choice.deadline_probability < 1.0 - self.explore_max_miss:
+        if not within_bounds(choice, context.goal, max_miss=self.explore_max_miss):
             return None
         self._probe_guess = guess
         return choice
