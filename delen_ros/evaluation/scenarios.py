@@ -202,13 +202,13 @@ def goal_change_scenario(*, duration_s: float = 12.0, rate_hz: float = 20.0,
         name='goal_change',
         description=(f'one tenant at {rate_hz:g} frames/s; goal latency:4 ms, then at '
                      f'{third:.0f} s accuracy:0.93 (latency 20 ms), then at {2 * third:.0f} s '
-                     'energy:10 mJ (latency 20 ms); no CPU load'),
+                     'energy:15 mJ (latency 20 ms); no CPU load'),
         duration_s=duration_s,
         tenants=(TenantPlan('camera', Goal.latency(4.0), rates=(RateChange(0.0, rate_hz),),
                             goal_changes=(GoalChange(third, Goal.accuracy(0.93,
                                                                           latency_ms=20.0)),
                                           GoalChange(2 * third, Goal.energy(
-                                              10.0, latency_ms=20.0)))),),
+                                              15.0, latency_ms=20.0)))),),
         policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only', 'budget')))
 
 
@@ -233,14 +233,14 @@ def multi_tenant_scenario(*, duration_s: float = 18.0,
     return Scenario(
         name='three_tenants',
         description=('three tenants at 10 frames/s each: latency:10 ms, accuracy:0.93 '
-                     '(latency 30 ms), energy:10 mJ (latency 30 ms); a CPU-bound process per '
+                     '(latency 30 ms), energy:15 mJ (latency 30 ms); a CPU-bound process per '
                      f'core from {duration_s / 2:.0f} s to {3 * duration_s / 4:.1f} s'),
         duration_s=duration_s,
         tenants=(
             TenantPlan('latency', Goal.latency(10.0), rates=(RateChange(0.0, 10.0),)),
             TenantPlan('accuracy', Goal.accuracy(0.93, latency_ms=30.0),
                        rates=(RateChange(0.0, 10.0),)),
-            TenantPlan('energy', Goal.energy(10.0, latency_ms=30.0),
+            TenantPlan('energy', Goal.energy(15.0, latency_ms=30.0),
                        rates=(RateChange(0.0, 10.0),)),
         ),
         load=(LoadPhase(duration_s / 2, 3 * duration_s / 4),),
