@@ -18,6 +18,7 @@ lists); the chosen one is applied for real through ``Plan.threads``. ``app_only`
 at the last exit (ALERT's App-only and Sys-only baselines, Sec. 5).
 """
 
+import bisect
 from dataclasses import dataclass
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -122,13 +123,16 @@ class SettingEstimate:
     ``slowdown`` and ``slowdown_std``: mean and spread of one request's latency slowdown xi;
     ``energy_ratio`` and ``energy_ratio_std``: the same for measured / nominal energy,
     nominal being active power x profiled time (1.0 until measured; the ratio follows the
-    runtime's meter, e.g. its CPU-time charging).
+    runtime's meter, e.g. its CPU-time charging). ``residuals``: recent observed / predicted
+    slowdowns, sorted; when there are enough, the deadline risk also counts them (see
+    ``deadline_probability``).
     """
 
     slowdown: float
     slowdown_std: float
     energy_ratio: float = 1.0
     energy_ratio_std: float = 0.0
+    residuals: Tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,21 +184,32 @@ class AlertConfig:
             raise ValueError(f'period_ms must be positive and finite, got {self.period_ms}')
 
 
-def deadline_probability(remaining_ms: float, profiled_ms: float, mean: float,
-                         std: float) -> float:
+MIN_RESIDUALS = 30
+
+
+def deadline_probability(remaining_ms: float, profiled_ms: float, mean: float, std: float,
+                         residuals: Sequence[float] = ()) -> float:
     """
     Return P(xi x profiled <= remaining) with xi ~ N(mean, std^2).
 
-    Used for energy bounds too: P(ratio x nominal energy <= bound).
+    With at least ``MIN_RESIDUALS`` sorted ``residuals`` (observed / predicted slowdowns),
+    never more than the fraction of them that would have fit: heavy tails (a preempted
+    request takes several times the usual) that a Gaussian misses. Used for energy bounds
+    too: P(ratio x nominal energy <= bound).
     """
     if math.isinf(remaining_ms) and remaining_ms > 0:
         return 1.0
     if remaining_ms <= 0.0 or profiled_ms <= 0.0:
         return 0.0 if remaining_ms <= 0.0 else 1.0
     if std <= 0.0:
-        return 1.0 if mean * profiled_ms <= remaining_ms else 0.0
-    z = (remaining_ms / profiled_ms - mean) / std
-    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+        gaussian = 1.0 if mean * profiled_ms <= remaining_ms else 0.0
+    else:
+        z = (remaining_ms / profiled_ms - mean) / std
+        gaussian = 0.5 * math.erfc(-z / math.sqrt(2.0))
+    if len(residuals) < MIN_RESIDUALS or mean <= 0.0:
+        return gaussian
+    fitting = bisect.bisect_right(residuals, remaining_ms / (profiled_ms * mean))
+    return min(gaussian, fitting / len(residuals))
 
 
 def profiled_latency_ms(profile, exit_index: int, threads: int) -> float:
@@ -229,7 +244,7 @@ def evaluate_candidates(profile, settings: Sequence[ResourceSetting], *,
             profiled = profiled_latency_ms(profile, exit_index, setting.threads)
             latency = estimate.slowdown * profiled
             probability = deadline_probability(remaining_ms, profiled, estimate.slowdown,
-                                               estimate.slowdown_std)
+                                               estimate.slowdown_std, estimate.residuals)
             nominal = setting.active_w * profiled  # W x ms = mJ
             active = nominal * estimate.energy_ratio
             idle = idle_w * max(period_ms - latency, 0.0) if period_ms else 0.0

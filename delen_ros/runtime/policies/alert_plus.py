@@ -14,14 +14,20 @@ setting in use), its predicted risk is acceptable and it would be chosen over th
 use (a setting that could not win is not worth knowing); a probe that finds the
 setting still slow doubles that setting's interval (up to ``max_backoff`` times), a probe that
 finds it fine restarts its filter from that observation and resets the interval.
+
+Latencies under contention are heavy-tailed (a preempted request takes several times the
+usual), which a Gaussian with ALERT's adaptive noise underestimates. ``alert_plus`` also keeps
+the last ``tail_window`` residuals (observed / predicted slowdown) per setting and takes a
+deadline risk no lower than the share of them that would have missed.
 """
 
+import collections
 from dataclasses import replace
 import math
-from typing import Dict, Optional
+from typing import Deque, Dict, Optional
 
 from .alert import AlertPolicy, Candidate, evaluate_candidates, observed_slowdown, \
-    resource_settings, SlowdownKalman, within_bounds
+    resource_settings, SettingEstimate, SlowdownKalman, within_bounds
 from .base import Outcome, Plan, PolicyError, register_policy, RequestContext
 
 __all__ = ['AlertPlusPolicy']
@@ -35,7 +41,8 @@ class AlertPlusPolicy(AlertPolicy):
     ``explore_every``: requests a setting may go unused before a probe; ``max_backoff``: the
     largest factor the interval grows to while probes keep finding the setting slow;
     ``explore_max_miss``: largest predicted deadline risk a probe may take; ``slow_margin``:
-    a probe whose slowdown exceeds the optimistic guess by this factor counts as slow.
+    a probe whose slowdown exceeds the optimistic guess by this factor counts as slow;
+    ``tail_window``: residuals kept per setting for the deadline risk (0: Gaussian only).
     """
 
     name = 'alert_plus'
@@ -44,13 +51,15 @@ class AlertPlusPolicy(AlertPolicy):
                  accuracy_tolerance: float = 0.002, period_ms: Optional[float] = None,
                  measurement_noise: float = 0.01, process_noise: float = 1e-3,
                  forgetting: float = 0.7, explore_every: int = 20, max_backoff: int = 16,
-                 explore_max_miss: float = 0.05, slow_margin: float = 1.5) -> None:
+                 explore_max_miss: float = 0.05, slow_margin: float = 1.5,
+                 tail_window: int = 100) -> None:
         super().__init__(threads=threads, max_miss=max_miss,
                          accuracy_tolerance=accuracy_tolerance, period_ms=period_ms,
                          measurement_noise=measurement_noise, process_noise=process_noise,
                          forgetting=forgetting)
         for label, value, low in (('explore_every', explore_every, 1),
-                                  ('max_backoff', max_backoff, 1)):
+                                  ('max_backoff', max_backoff, 1),
+                                  ('tail_window', tail_window, 0)):
             if isinstance(value, bool) or int(value) != value or value < low:
                 raise PolicyError(f'{self.name}: {label} must be an integer >= {low}, '
                                   f'got {value!r}')
@@ -63,6 +72,8 @@ class AlertPlusPolicy(AlertPolicy):
         self.max_backoff = int(max_backoff)
         self.explore_max_miss = float(explore_max_miss)
         self.slow_margin = float(slow_margin)
+        self.tail_window = int(tail_window)
+        self.residuals: Dict[int, Deque[float]] = {}
         self.filters: Dict[int, SlowdownKalman] = {}
         self.energy_filters: Dict[int, SlowdownKalman] = {}
         self.last_used: Dict[int, int] = {}
@@ -84,6 +95,11 @@ class AlertPlusPolicy(AlertPolicy):
         if found is None:
             found = self.energy_filters[threads] = SlowdownKalman(self.config.kalman)
         return found
+
+    def estimate(self, threads: int) -> SettingEstimate:
+        """Return the prediction for one setting, with its recent residuals."""
+        window = self.residuals.get(threads, ())
+        return replace(super().estimate(threads), residuals=tuple(sorted(window)))
 
     def age(self, threads: int) -> int:
         """Return the number of requests planned since this setting last ran."""
@@ -143,16 +159,24 @@ class AlertPlusPolicy(AlertPolicy):
             return
         probe, self._probe = self._probe, None
         if probe is None or probe.threads != outcome.threads:
-            self.slowdown(outcome.threads).update(ratio)
+            slowdown = self.slowdown(outcome.threads)
+            if self.tail_window:
+                window = self.residuals.get(outcome.threads)
+                if window is None:
+                    window = self.residuals[outcome.threads] = collections.deque(
+                        maxlen=self.tail_window)
+                window.append(ratio / slowdown.mean)
+            slowdown.update(ratio)
         elif ratio > self.slow_margin * self._probe_guess:
             self.slowdown(outcome.threads).update(ratio)
             self.backoff[outcome.threads] = min(2 * self.backoff.get(outcome.threads, 1),
                                                 self.max_backoff)
         else:
-            # The setting is fine again: what the filter learned before is obsolete.
+            # The setting is fine again: what it learned before (level, tails) is obsolete.
             self.filters[outcome.threads] = SlowdownKalman(
                 replace(self.config.kalman, initial=ratio,
                         initial_variance=self.config.kalman.measurement_noise))
+            self.residuals.pop(outcome.threads, None)
             self.backoff[outcome.threads] = 1
 
     def params(self):
@@ -161,7 +185,8 @@ class AlertPlusPolicy(AlertPolicy):
         for key, value, default in (('explore_every', self.explore_every, 20),
                                     ('max_backoff', self.max_backoff, 16),
                                     ('explore_max_miss', self.explore_max_miss, 0.05),
-                                    ('slow_margin', self.slow_margin, 1.5)):
+                                    ('slow_margin', self.slow_margin, 1.5),
+                                    ('tail_window', self.tail_window, 100)):
             if value != default:
                 params[key] = value
         return params
