@@ -374,3 +374,16 @@ def test_alert_plus_misses_fewer_deadlines_under_heavy_tails(profile, cost):
             policy.observe(outcome(plan, compute, goal))
         misses[spec.split(':')[0]] = missed / 600
     assert misses['alert_plus'] <= 0.02 < misses['alert'], misses
+
+
+def test_alert_plus_leaves_a_setting_that_cannot_meet_the_bounds(profile, cost):
+    goal = Goal.latency(4.5)
+    plus = make_policy('alert_plus', explore_every=10)
+    for _ in range(30):  # 1 thread was slow when last used
+        plus.slowdown(1).update(5.0)
+    run_requests(plus, profile, cost, goal, 50, {1: 5.0, 2: 1.0})
+    assert plus.last_choice.threads == 2
+    # Now 2 threads is hopeless (nothing fits) and 1 thread is fine, but its estimate is stale.
+    plans = run_requests(plus, profile, cost, goal, 200, {1: 1.0, 2: 6.0})
+    assert plus.probes >= 1
+    assert sum(p.threads == 1 for p in plans[-50:]) >= 45

@@ -11,7 +11,8 @@ requests run with it. The estimate of a setting not used lately goes stale, so i
 by cheap, bounded exploration: once a setting has gone ``explore_every`` requests unused, one
 request runs with it if, under the *global* assumption (the slowdown and spread of the
 setting in use), its predicted risk is acceptable and it would be chosen over the setting in
-use (a setting that could not win is not worth knowing); a probe that finds the
+use (a setting that could not win is not worth knowing), or the setting in use cannot meet the
+bounds itself (the policy is stuck on it); a probe that finds the
 setting still slow doubles that setting's interval (up to ``max_backoff`` times), a probe that
 finds it fine restarts its filter from that observation and resets the interval.
 
@@ -29,6 +30,7 @@ from typing import Deque, Dict, Optional
 from .alert import AlertPolicy, Candidate, evaluate_candidates, observed_slowdown, \
     resource_settings, SettingEstimate, SlowdownKalman, within_bounds
 from .base import Outcome, Plan, PolicyError, register_policy, RequestContext
+from ..goals import GoalKind
 
 __all__ = ['AlertPlusPolicy']
 
@@ -110,8 +112,8 @@ class AlertPlusPolicy(AlertPolicy):
                  and self.age(t) >= self.explore_every * self.backoff.get(t, 1)]
         return max(stale, key=lambda t: (self.age(t), -t)) if stale else None
 
-    def _probe_choice(self, context: RequestContext, threads: int,
-                      in_use: int) -> Optional[Candidate]:
+    def _probe_choice(self, context: RequestContext, threads: int, in_use: int, *,
+                      relaxed: bool = False) -> Optional[Candidate]:
         # Optimistic guess: ALERT's global assumption (the setting in use's slowdown, spread).
         in_use_estimate = self.estimate(in_use)
         guess = in_use_estimate.slowdown
@@ -129,7 +131,7 @@ class AlertPlusPolicy(AlertPolicy):
             period_ms=self.config.period_ms or context.goal.deadline_ms,
             energy_bound_mj=context.goal.energy_mj, exits=self.candidate_exits(context))
         choice = self.choose(candidates, context.goal, max_miss=self.explore_max_miss)
-        if not within_bounds(choice, context.goal, max_miss=self.explore_max_miss):
+        if not (relaxed or within_bounds(choice, context.goal, max_miss=self.explore_max_miss)):
             return None
         self._probe_guess = guess
         return choice
@@ -142,9 +144,13 @@ class AlertPlusPolicy(AlertPolicy):
         self._probe = None
         stale = self._stale(context, choice.threads)
         if stale is not None:
-            probe = self._probe_choice(context, stale, choice.threads)
-            # Probe only a setting that, as optimistically predicted, would be chosen.
-            if probe is not None and self.choose([choice, probe], context.goal) is probe:
+            # Probe a setting that, as optimistically predicted, would be chosen; or, while
+            # the setting in use cannot meet the bounds either (stuck), whatever it offers.
+            stuck = not within_bounds(choice, context.goal, max_miss=self.config.max_miss,
+                                      accuracy=context.goal.kind is GoalKind.ACCURACY)
+            probe = self._probe_choice(context, stale, choice.threads, relaxed=stuck)
+            if probe is not None and (stuck or self.choose([choice, probe],
+                                                           context.goal) is probe):
                 choice = self._probe = probe
                 self.probes += 1
         self.last_choice = choice
