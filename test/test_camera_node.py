@@ -1,4 +1,4 @@
-"""The camera node across processes: frames in order, ground truth, offered deadline, parameters."""
+"""The camera node across processes: frames in order, ground truth, deadline QoS, parameters."""
 
 import os
 import subprocess
@@ -163,8 +163,7 @@ def _set(probe, **values):
             parameter_value = ParameterValue(type=ParameterType.PARAMETER_STRING,
                                              string_value=value)
         parameters.append(Parameter(name=name, value=parameter_value))
-    return [result for result in probe.call(
-        client, SetParameters.Request(parameters=parameters)).results]
+    return list(probe.call(client, SetParameters.Request(parameters=parameters)).results)
 
 
 def test_offered_deadline_is_the_frame_period_by_default(qos_camera):
