@@ -37,15 +37,6 @@ class ParameterSpec:
         if (self.minimum is None) != (self.maximum is None):
             raise ValueError(f'{self.name}: give both minimum and maximum, or neither')
 
-    @property
-    def constraints(self) -> str:
-        """Text for ParameterDescriptor.additional_constraints."""
-        if self.choices:
-            return 'one of: ' + ', '.join(self.choices)
-        if self.minimum is not None:
-            return f'{self.minimum} to {self.maximum}'
-        return ''
-
 
 SERVER_PARAMETERS = (
     ParameterSpec('model', 'string', '', 'multi-exit checkpoint (.pt); empty: the shipped model',
@@ -159,5 +150,5 @@ def check_tenant(values: Mapping[str, Any], *, max_accuracy: float,
         raise PolicyError(f'{error}{known}') from None
     spec = _TENANT_SPECS['on_infeasible']
     if values['on_infeasible'] not in spec.choices:
-        raise ValueError(f'on_infeasible must be one of {spec.constraints[8:]}')
+        raise ValueError(f'on_infeasible must be one of {", ".join(spec.choices)}')
     return goal

@@ -17,12 +17,13 @@ from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
 from delen_ros.imaging import decode_image, ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
+from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
+                                         string_array_parameter, string_parameter)
 from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
                                         tenant_parameter, TENANT_PARAMETERS)
 from delen_ros.runtime import available_policies, InferenceServer, InputError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType, SetParametersResult)
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
@@ -43,27 +44,24 @@ except ImportError:  # pragma: no cover - older builds
 
 __all__ = ['ServerNode', 'main']
 
-_TYPES = {'double': ParameterType.PARAMETER_DOUBLE, 'integer': ParameterType.PARAMETER_INTEGER,
-          'string': ParameterType.PARAMETER_STRING, 'bool': ParameterType.PARAMETER_BOOL,
-          'string_array': ParameterType.PARAMETER_STRING_ARRAY}
 # A deadline this long (or DDS 'infinite') means the publisher offers none.
 _NO_DEADLINE_NS = 10 ** 15
 _HEADERS_KEPT = 256
 
 
-def descriptor(spec, name: Optional[str] = None) -> ParameterDescriptor:
-    """Describe a parameter for rqt: description, read-only flag, range with step."""
-    result = ParameterDescriptor(
-        name=name or spec.name, type=_TYPES[spec.kind], description=spec.description,
-        additional_constraints=spec.constraints, read_only=spec.read_only)
-    if spec.minimum is not None and spec.kind == 'double':
-        result.floating_point_range = [FloatingPointRange(
-            from_value=float(spec.minimum), to_value=float(spec.maximum),
-            step=float(spec.step or 0.0))]
-    elif spec.minimum is not None and spec.kind == 'integer':
-        result.integer_range = [IntegerRange(
-            from_value=int(spec.minimum), to_value=int(spec.maximum), step=int(spec.step or 1))]
-    return result
+def descriptor(spec) -> ParameterDescriptor:
+    """Describe a parameter of the table for rqt: description, read-only flag, range with step."""
+    if spec.kind == 'double':
+        return float_parameter(spec.description, spec.minimum, spec.maximum, spec.step or 0.0,
+                               read_only=spec.read_only)
+    if spec.kind == 'integer':
+        return int_parameter(spec.description, int(spec.minimum), int(spec.maximum),
+                             int(spec.step or 1), read_only=spec.read_only)
+    if spec.kind == 'string_array':
+        return string_array_parameter(spec.description, read_only=spec.read_only)
+    if spec.kind == 'bool':
+        return bool_parameter(spec.description, read_only=spec.read_only)
+    return string_parameter(spec.description, choices=spec.choices, read_only=spec.read_only)
 
 
 def _stamp_seconds(stamp: Time) -> float:
@@ -143,7 +141,7 @@ class ServerNode(Node):
         defaults = tenant_defaults(name)
         for spec in TENANT_PARAMETERS:
             full = tenant_parameter(name, spec.name)
-            self.declare_parameter(full, defaults[spec.name], descriptor(spec, full))
+            self.declare_parameter(full, defaults[spec.name], descriptor(spec))
             io.values[spec.name] = self._value(full)
         try:
             goal = check_tenant(io.values, max_accuracy=self._server.profile.max_accuracy,
