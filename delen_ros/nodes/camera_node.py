@@ -196,7 +196,7 @@ class CameraNode(Node):
     def _fail(self, text: str) -> None:
         self._failed += 1
         self._last_failure = text
-        self.get_logger().warn(f'frame skipped: {text}', throttle_duration_sec=5.0)
+        self.get_logger().warning(f'frame skipped: {text}', throttle_duration_sec=5.0)
 
     def _finish(self, kind: str, why: str) -> None:
         self._done_kind = kind
@@ -224,7 +224,7 @@ class CameraNode(Node):
 
     def _incompatible_qos_callback(self, event) -> None:
         self._incompatible_qos = int(event.total_count)
-        self.get_logger().warn(
+        self.get_logger().warning(
             f'a subscriber of {self._image_topic} requests a QoS this publisher does not offer '
             f'(policy id {event.last_policy_kind}; offered: best effort, deadline '
             f'{self._offered_deadline_ms:g} ms)', throttle_duration_sec=10.0)

@@ -285,8 +285,8 @@ class GovernorNode(Node):
 
     def _bad_message(self, kind: str, error: Exception) -> None:
         self._bad_messages += 1
-        self.get_logger().warn(f'{kind} ignored: {type(error).__name__}: {error}',
-                               throttle_duration_sec=10.0)
+        self.get_logger().warning(f'{kind} ignored: {type(error).__name__}: {error}',
+                                  throttle_duration_sec=10.0)
 
     # -- the decision loop -------------------------------------------------------------------
 
@@ -344,6 +344,9 @@ class GovernorNode(Node):
             for field, number in values.items():
                 desired[f'{tenant}.{field}'] = number
         self._desired = desired
+        # A refusal stands until the governor wants another value for that parameter.
+        self._refused = {name: refusal for name, refusal in self._refused.items()
+                         if _same(desired.get(name), refusal[0])}
 
     def _server_topic(self, topic: str) -> str:
         """Resolve a topic name of the server's parameters in the server's namespace."""
@@ -399,7 +402,7 @@ class GovernorNode(Node):
         if client.service_is_ready():
             return True
         self._server_state = f'unreachable: no {client.srv_name} service'
-        self.get_logger().warn(f'waiting for {client.srv_name}', throttle_duration_sec=10.0)
+        self.get_logger().warning(f'waiting for {client.srv_name}', throttle_duration_sec=10.0)
         return False
 
     def _send(self, kind: str, client, request, now: float, **context) -> None:
@@ -422,8 +425,8 @@ class GovernorNode(Node):
         request.future.cancel()
         self._request = None
         self._server_state = f'unreachable: no answer to {request.kind} in {self._timeout_s:g} s'
-        self.get_logger().warn(f'{self._server_name}: {self._server_state}; retrying',
-                               throttle_duration_sec=10.0)
+        self.get_logger().warning(f'{self._server_name}: {self._server_state}; retrying',
+                                  throttle_duration_sec=10.0)
 
     # -- server answers ----------------------------------------------------------------------
 
@@ -447,8 +450,8 @@ class GovernorNode(Node):
                     self._set_answer(response, request, context['names'])
             except Exception as error:  # noqa: B902 - a bad answer must not stop the node
                 self._server_state = f'bad answer to {kind}: {type(error).__name__}: {error}'
-                self.get_logger().warn(f'{self._server_name}: {self._server_state}',
-                                       throttle_duration_sec=10.0)
+                self.get_logger().warning(f'{self._server_name}: {self._server_state}',
+                                          throttle_duration_sec=10.0)
 
     def _tenants_answer(self, response, now: float) -> None:
         value = response.values[0] if response.values else None
@@ -459,8 +462,8 @@ class GovernorNode(Node):
         if managed:
             unknown = sorted(set(managed) - set(tenants))
             if unknown:
-                self.get_logger().warn(f'tenants {unknown} are not served by '
-                                       f'{self._server_name}', throttle_duration_sec=60.0)
+                self.get_logger().warning(f'tenants {unknown} are not served by '
+                                          f'{self._server_name}', throttle_duration_sec=60.0)
             tenants = [t for t in tenants if t in managed]
         self._tenants = tenants
         names = [f'{t}.{field}' for t in tenants for field in BUDGET_FIELDS]
@@ -544,7 +547,7 @@ class GovernorNode(Node):
                 self._refused[name] = (sent[name], reason)
                 text = f'{name} = {sent[name]:g} refused: {reason}'
                 self._refusals = (self._refusals + [text])[-_REFUSALS_KEPT:]
-                self.get_logger().warn(f'{self._server_name}: {text}')
+                self.get_logger().warning(f'{self._server_name}: {text}')
 
     # -- diagnostics -------------------------------------------------------------------------
 
