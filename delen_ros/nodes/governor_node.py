@@ -140,6 +140,7 @@ class GovernorNode(Node):
         self._refused: Dict[str, Tuple[float, str]] = {}
         self._refusals: List[str] = []
         self._last_read_s: Optional[float] = None
+        self._reread = False  # the server was lost: read its budgets again when it is back
         self._request: Optional[_Request] = None
         self._server_state = 'not read yet'
         self._decision = None
@@ -295,6 +296,8 @@ class GovernorNode(Node):
             with self._lock:
                 now = self._now_s()
                 self._expire_request(now)
+                if self._base and not self._reread:
+                    self._ready(self._set_client)  # notice a server that went away
                 if self._base and self._inputs_ready(now):
                     self._decide(now)
                 if self._request is None:
@@ -383,7 +386,7 @@ class GovernorNode(Node):
         return pending
 
     def _next_request(self, now: float) -> None:
-        if self._last_read_s is None or (
+        if self._last_read_s is None or self._reread or (
                 self._resync_s > 0 and now - self._last_read_s >= self._resync_s):
             if self._ready(self._get_client):
                 self._send('tenants', self._get_client, GetParameters.Request(names=['tenants']),
@@ -402,6 +405,7 @@ class GovernorNode(Node):
         if client.service_is_ready():
             return True
         self._server_state = f'unreachable: no {client.srv_name} service'
+        self._reread = True  # it may come back restarted, with its configured budgets
         self.get_logger().warning(f'waiting for {client.srv_name}', throttle_duration_sec=10.0)
         return False
 
@@ -424,6 +428,7 @@ class GovernorNode(Node):
                     pass
         request.future.cancel()
         self._request = None
+        self._reread = True
         self._server_state = f'unreachable: no answer to {request.kind} in {self._timeout_s:g} s'
         self.get_logger().warning(f'{self._server_name}: {self._server_state}; retrying',
                                   throttle_duration_sec=10.0)
@@ -505,6 +510,7 @@ class GovernorNode(Node):
         self._base, self._base_from_qos = base, from_qos
         self._server_has = read
         self._last_read_s = now
+        self._reread = False
         self._server_state = 'connected'
         if first:
             self.get_logger().info(f'base budgets of {self._server_name}: ' + '; '.join(
