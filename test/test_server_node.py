@@ -180,3 +180,16 @@ def test_malformed_images_are_reported_and_serving_goes_on(client, name, height,
     before = client.count
     assert client.results_until(lambda r: (r.header.frame_id.startswith('probe_frame_')
                                            and int(r.header.frame_id[12:]) >= before))
+
+
+def test_incompatible_qos_is_reported_and_serving_goes_on(client):
+    # No deadline offered: incompatible with the 1000 ms the server requests (after a bad
+    # image has been logged, which once crashed the node through a shared log call site).
+    client.probe.node.create_publisher(
+        Image, TOPIC, QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+    found = wait_for(lambda: client.tenant_diagnostic(
+        lambda v: int(v['incompatible_qos']) >= 1), 60.0, interval=0.1)
+    assert found, 'no diagnostics reporting the incompatible QoS'
+    before = client.count
+    assert client.results_until(lambda r: (r.header.frame_id.startswith('probe_frame_')
+                                           and int(r.header.frame_id[12:]) >= before))

@@ -195,14 +195,14 @@ class ServerNode(Node):
 
     def _reject(self, io: _TenantIo, text: str) -> None:
         io.last_rejection = text
-        self.get_logger().warn(f'tenant {io.name}: rejected image: {text}',
+        self.get_logger().warning(f'tenant {io.name}: rejected image: {text}',
                                throttle_duration_sec=2.0)
 
     def _ground_truth_callback(self, io: _TenantIo, msg) -> None:
         try:
             self._server.record_label(io.name, _stamp_seconds(msg.header.stamp), msg.class_id)
         except Exception as error:  # noqa: B902
-            self.get_logger().warn(f'tenant {io.name}: bad ground truth: {error}',
+            self.get_logger().warning(f'tenant {io.name}: bad ground truth: {error}',
                                    throttle_duration_sec=5.0)
 
     def _deadline_missed_callback(self, io: _TenantIo, event) -> None:
@@ -210,7 +210,7 @@ class ServerNode(Node):
 
     def _incompatible_qos_callback(self, io: _TenantIo, event) -> None:
         io.incompatible_qos = int(event.total_count)
-        self.get_logger().warn(
+        self.get_logger().warning(
             f'tenant {io.name}: a publisher on {io.values["input_topic"]} offers an incompatible '
             f'QoS (policy id {event.last_policy_kind}); this node requests a deadline of '
             f'{io.values["input_deadline_ms"]} ms', throttle_duration_sec=10.0)
