@@ -196,14 +196,14 @@ class ServerNode(Node):
     def _reject(self, io: _TenantIo, text: str) -> None:
         io.last_rejection = text
         self.get_logger().warning(f'tenant {io.name}: rejected image: {text}',
-                               throttle_duration_sec=2.0)
+                                  throttle_duration_sec=2.0)
 
     def _ground_truth_callback(self, io: _TenantIo, msg) -> None:
         try:
             self._server.record_label(io.name, _stamp_seconds(msg.header.stamp), msg.class_id)
         except Exception as error:  # noqa: B902
             self.get_logger().warning(f'tenant {io.name}: bad ground truth: {error}',
-                                   throttle_duration_sec=5.0)
+                                      throttle_duration_sec=5.0)
 
     def _deadline_missed_callback(self, io: _TenantIo, event) -> None:
         io.deadline_missed = int(event.total_count)
