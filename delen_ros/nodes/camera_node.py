@@ -9,7 +9,6 @@ is what the serving node takes as a tenant's latency bound when its ``latency_ms
 """
 
 import collections
-import sys
 import threading
 import time
 from typing import Optional
@@ -20,13 +19,12 @@ from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, INT32_
                                          int_parameter, string_parameter)
 from delen_ros.nodes.frame_sources import (convert, ENCODINGS, FrameError, open_source,
                                            SourceError)
+from delen_ros.nodes.spin import run_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from sensor_msgs.msg import Image
@@ -328,21 +326,6 @@ def _deadline_problem(rate_hz: float, deadline_ms: float) -> str:
 
 
 def main(args=None) -> int:
-    """Run the camera node (ros2 run delen_ros camera)."""
-    rclpy.init(args=args)
-    try:
-        node = CameraNode()
-    except (SourceError, ValueError, ParameterException) as error:
-        print(f'delen_camera: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the node (ros2 run delen_ros camera)."""
+    return run_node(CameraNode, name='delen_camera',
+                    startup_errors=(SourceError, ValueError, ParameterException), args=args)

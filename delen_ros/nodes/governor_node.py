@@ -13,20 +13,18 @@ the governor set (changed in rqt, or the server restarted) becomes the new base.
 
 from dataclasses import dataclass, replace
 import math
-import sys
 import threading
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from delen_ros.governor import Adjustment, Budgets, Governor, GovernorConfig
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter,
                                          string_array_parameter, string_parameter)
+from delen_ros.nodes.spin import run_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import BatteryState, Temperature
@@ -618,21 +616,6 @@ class GovernorNode(Node):
 
 
 def main(args=None) -> int:
-    """Run the governor node (ros2 run delen_ros governor)."""
-    rclpy.init(args=args)
-    try:
-        node = GovernorNode()
-    except (ValueError, ParameterException) as error:
-        print(f'delen_governor: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the node (ros2 run delen_ros governor)."""
+    return run_node(GovernorNode, name='delen_governor',
+                    startup_errors=(ValueError, ParameterException), args=args)

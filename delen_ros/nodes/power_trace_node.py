@@ -5,13 +5,11 @@ The shape (battery 90 % -> 10 %, 45 -> 80 C over ``duration_s``) comes from
 ``delen_ros.governor.power_trace``; this node only publishes it at ``rate_hz``.
 """
 
-import sys
 
 from delen_ros.governor.power_trace import PowerTrace
 from delen_ros.nodes.descriptors import bool_parameter, float_parameter, string_parameter
-import rclpy
+from delen_ros.nodes.spin import run_node
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState, Temperature
 from std_msgs.msg import Header
@@ -84,21 +82,6 @@ class PowerTraceNode(Node):
 
 
 def main(args=None) -> int:
-    """Run the power trace node (ros2 run delen_ros power_trace)."""
-    rclpy.init(args=args)
-    try:
-        node = PowerTraceNode()
-    except (ValueError, ParameterException) as error:
-        print(f'delen_power_trace: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the node (ros2 run delen_ros power_trace)."""
+    return run_node(PowerTraceNode, name='delen_power_trace',
+                    startup_errors=(ValueError, ParameterException), args=args)

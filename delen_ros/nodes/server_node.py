@@ -8,7 +8,6 @@ publish, so inference never blocks other callbacks.
 
 import collections
 import functools
-import sys
 import threading
 from typing import Dict, List, Optional
 
@@ -21,13 +20,12 @@ from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_pa
                                          string_array_parameter, string_parameter)
 from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
                                         tenant_parameter, TENANT_PARAMETERS)
+from delen_ros.nodes.spin import run_node
 from delen_ros.runtime import available_policies, InferenceServer, InputError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -409,21 +407,6 @@ def _header(stamp) -> Header:
 
 
 def main(args=None) -> int:
-    """Run the serving node (ros2 run delen_ros server)."""
-    rclpy.init(args=args)
-    try:
-        node = ServerNode()
-    except (CheckpointError, ProfileError, ValueError) as error:
-        print(f'delen_server: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Run the node (ros2 run delen_ros server)."""
+    return run_node(ServerNode, name='delen_server',
+                    startup_errors=(CheckpointError, ProfileError, ValueError), args=args)
