@@ -79,10 +79,14 @@ def frames(tmp_path_factory):
     recorder = Recorder('camera_test_frames', '/cam_frames/image', 'cam_frames: camera')
     process = start_node(
         'camera', '-r', '__node:=cam_frames', '-p', 'topic:=/cam_frames/image',
-        '-p', 'rate_hz:=50.0', '-p', f'max_frames:={MAX_FRAMES}',
+        '-p', 'rate_hz:=50.0', '-p', f'max_frames:={MAX_FRAMES}', '-p', 'deadline_ms:=40.0',
         '-p', f'start_index:={START_INDEX}', '-p', 'frame_id:=test_camera',
         '-p', 'diagnostics_period_s:=0.2', log_path=folder / 'camera.log')
     try:
+        # While it publishes (the publisher goes a second after the last frame).
+        recorder.offered = wait_for(
+            lambda: _offered_deadlines_ms(recorder.probe, '/cam_frames/image') == [40.0],
+            interval=0.05) or _offered_deadlines_ms(recorder.probe, '/cam_frames/image')
         done = wait_for(lambda: recorder.status(
             lambda v: v['frames_published'] == str(MAX_FRAMES) and v['done']))
         assert done, 'camera did not report max_frames published:\n' + \
@@ -126,6 +130,12 @@ def test_images_are_the_test_set_in_order_with_ground_truth(frames):
     assert labelled >= len(received) // 2, 'ground truth missing for most received frames'
     assert status['frames_failed'] == '0'
     assert status['ground_truth'] == '/cam_frames/image/ground_truth'
+
+
+def test_explicit_deadline_is_offered(frames):
+    recorder, status = frames
+    assert recorder.offered is True, f'offered deadlines {recorder.offered}, expected [40.0]'
+    assert status['offered_deadline_ms'] in ('40', '')  # '' once the publisher is gone
 
 
 @pytest.fixture(scope='module')
@@ -175,7 +185,7 @@ def test_offered_deadline_is_the_frame_period_by_default(qos_camera):
 
 
 def test_bad_parameters_are_refused_with_a_reason(qos_camera):
-    negative, = _set(qos_camera, rate_hz=-5.0)
+    negative, = _set(qos_camera, rate_hz=-1.0)
     assert not negative.successful and negative.reason
     too_short, = _set(qos_camera, deadline_ms=10.0)
     assert not too_short.successful and 'frame period' in too_short.reason

@@ -54,7 +54,7 @@ class CameraNode(Node):
             'where frames come from: fashion_mnist, folder:<path> or video:<index or path>',
             constraints='fashion_mnist | folder:<path> | video:<index or path>',
             read_only=True))
-        declare('rate_hz', 10.0, float_parameter('frames per second', 0.01, 1000.0, 0.01))
+        declare('rate_hz', 10.0, float_parameter('frames per second', 0.1, 1000.0, 0.01))
         declare('deadline_ms', 0.0, float_parameter(
             'deadline QoS offered on the image topic, ms; 0: the frame period 1000/rate_hz',
             0.0, 60000.0, 0.1))
@@ -74,8 +74,9 @@ class CameraNode(Node):
                                          read_only=True))
         declare('loop', True, bool_parameter(
             'start again at the first frame when a data set or folder ends'))
-        declare('qos_depth', 1, int_parameter(
-            'history depth of the best-effort image publisher', 1, 5, read_only=True))
+        declare('qos_depth', 2, int_parameter(
+            'history depth of the best-effort image publisher (sensor data style)', 1, 5,
+            read_only=True))
         declare('diagnostics_period_s', 1.0, float_parameter(
             'period of the /diagnostics status', 0.1, 60.0, 0.1, read_only=True))
 

@@ -7,8 +7,11 @@ server's ``get_parameters`` service, and sets ``<tenant>.latency_ms``, ``.min_ac
 ``.energy_mj`` through its ``set_parameters`` service (what rqt does), only for values that
 differ from what the server holds. Refused sets are reported in /diagnostics with the
 server's reason and not repeated until the wanted value changes; an unreachable server is
-retried. Base budgets are read again every ``resync_period_s``: a value that is not the one
-the governor set (changed in rqt, or the server restarted) becomes the new base.
+retried. Base budgets are read once, and again whenever the server comes back after it went
+away (a restarted server gets the governed values again); with ``resync_period_s`` > 0 also
+that often, and a value that is not the one the governor set (changed in rqt) becomes the
+new base. Decisions are taken every ``decision_period_s``; /diagnostics goes out every
+``diagnostics_period_s`` (1 Hz).
 """
 
 from dataclasses import dataclass, replace
@@ -120,7 +123,7 @@ class GovernorNode(Node):
         server = str(value('server_node')).rstrip('/') or '/delen_server'
         self._server_name = server
         self._managed = [str(t) for t in value('tenants')]
-        self._period_s = float(value('period_s'))
+        self._period_s = float(value('decision_period_s'))
         self._timeout_s = float(value('request_timeout_s'))
         self._resync_s = float(value('resync_period_s'))
 
@@ -143,6 +146,7 @@ class GovernorNode(Node):
         self._server_state = 'not read yet'
         self._decision = None
         self._sets_sent = 0
+        self._refused_sets = 0
         self._bad_messages = 0
 
         group = MutuallyExclusiveCallbackGroup()  # the Governor is not thread-safe
@@ -160,6 +164,8 @@ class GovernorNode(Node):
                                               callback_group=clients)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(self._period_s, self._timer_callback, callback_group=group)
+        self.create_timer(float(value('diagnostics_period_s')), self._diagnostics_callback,
+                          callback_group=group)
         self.get_logger().info(
             f'governing the budgets of {server} from {value("battery_topic")} and '
             f'{value("temperature_topic")} (stale after {self._config.stale_after_s:g} s)')
@@ -180,15 +186,18 @@ class GovernorNode(Node):
             'the serving node whose <tenant>.* budgets are governed', read_only=True))
         declare('tenants', [''], string_array_parameter(
             "tenants to govern; [''] (default): every tenant of the server", read_only=True))
-        declare('period_s', 1.0, float_parameter(
-            'how often budgets are decided and /diagnostics published', 0.05, 60.0, 0.05,
-            read_only=True))
+        declare('decision_period_s', 1.0, float_parameter(
+            'how often budgets are decided (and sent to the server when they change)', 0.05,
+            60.0, 0.05, read_only=True))
+        declare('diagnostics_period_s', 1.0, float_parameter(
+            'period of the /diagnostics status', 0.1, 60.0, 0.1, read_only=True))
         declare('request_timeout_s', 5.0, float_parameter(
             'a server call without answer after this long is retried', 0.1, 120.0, 0.1,
             read_only=True))
-        declare('resync_period_s', 10.0, float_parameter(
-            "re-read the server's budgets this often (0: once); values changed by others "
-            'become the new base', 0.0, 3600.0, 0.1, read_only=True))
+        declare('resync_period_s', 0.0, float_parameter(
+            "re-read the server's budgets this often (0: once, and when the server comes "
+            'back); values changed by others become the new base', 0.0, 3600.0, 0.1,
+            read_only=True))
         ratio = 'state of charge (0..1)'
         for name, text, low, high, step in (
                 ('saving_below_soc', f'saving power below this {ratio}', 0.01, 1.0, 0.01),
@@ -300,13 +309,20 @@ class GovernorNode(Node):
                     self._decide(now)
                 if self._request is None:
                     self._next_request(now)
-                decision_status = self._status(now)
         except Exception as error:  # noqa: B902 - keep governing after a surprise
             self.get_logger().error(f'governor step failed: {type(error).__name__}: {error}',
                                     throttle_duration_sec=10.0)
+
+    def _diagnostics_callback(self) -> None:
+        try:
+            with self._lock:
+                status = self._status(self._now_s())
+        except Exception as error:  # noqa: B902 - a report must not stop the node
+            self.get_logger().error(f'diagnostics failed: {type(error).__name__}: {error}',
+                                    throttle_duration_sec=10.0)
             return
         self._diagnostics.publish(DiagnosticArray(
-            header=Header(stamp=self.get_clock().now().to_msg()), status=[decision_status]))
+            header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
     def _inputs_ready(self, now: float) -> bool:
         """After start, wait up to stale_after_s for the first readings before deciding."""
@@ -549,6 +565,7 @@ class GovernorNode(Node):
             else:
                 reason = result.reason or 'no reason given'
                 self._refused[name] = (sent[name], reason)
+                self._refused_sets += 1
                 text = f'{name} = {sent[name]:g} refused: {reason}'
                 self._refusals = (self._refusals + [text])[-_REFUSALS_KEPT:]
                 self.get_logger().warning(f'{self._server_name}: {text}')
@@ -574,6 +591,7 @@ class GovernorNode(Node):
                                   in sorted(self._refused.items())),
             'recent_refusals': ' | '.join(self._refusals),
             'set_requests': self._sets_sent,
+            'refused_sets': self._refused_sets,
         }
         level, problems = DiagnosticStatus.OK, []
         if decision is None:

@@ -28,15 +28,15 @@ class PowerTraceNode(Node):
         declare('duration_s', 60.0, float_parameter(
             'seconds from the start values to the end values', 1.0, 86400.0, 0.1,
             read_only=True))
-        declare('rate_hz', 2.0, float_parameter('messages per second on each topic',
+        declare('rate_hz', 5.0, float_parameter('messages per second on each topic',
                                                 0.1, 100.0, 0.1, read_only=True))
-        declare('soc_start', 0.9, float_parameter('battery charge at the start, 0..1',
+        declare('start_soc', 0.9, float_parameter('battery charge at the start, 0..1',
                                                   0.0, 1.0, 0.01, read_only=True))
-        declare('soc_end', 0.1, float_parameter('battery charge at the end, 0..1',
+        declare('end_soc', 0.1, float_parameter('battery charge at the end, 0..1',
                                                 0.0, 1.0, 0.01, read_only=True))
-        declare('temperature_start_c', 45.0, float_parameter(
+        declare('start_c', 45.0, float_parameter(
             'temperature at the start, degrees C', -40.0, 150.0, 0.1, read_only=True))
-        declare('temperature_end_c', 80.0, float_parameter(
+        declare('end_c', 80.0, float_parameter(
             'temperature at the end, degrees C', -40.0, 150.0, 0.1, read_only=True))
         declare('loop', False, bool_parameter(
             'start the trace again after duration_s (else hold the end values)',
@@ -49,9 +49,9 @@ class PowerTraceNode(Node):
             'header.frame_id of both messages', read_only=True))
         value = self._value
         self._trace = PowerTrace(
-            duration_s=value('duration_s'), soc_start=value('soc_start'),
-            soc_end=value('soc_end'), temperature_start_c=value('temperature_start_c'),
-            temperature_end_c=value('temperature_end_c'), loop=value('loop'))
+            duration_s=value('duration_s'), soc_start=value('start_soc'),
+            soc_end=value('end_soc'), temperature_start_c=value('start_c'),
+            temperature_end_c=value('end_c'), loop=value('loop'))
         self._frame_id = str(value('frame_id'))
         self._battery = self.create_publisher(BatteryState, value('battery_topic'), 10)
         self._temperature = self.create_publisher(Temperature, value('temperature_topic'), 10)
