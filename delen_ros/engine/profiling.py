@@ -24,7 +24,8 @@ from .metrics import exit_accuracy, exit_flops, exit_logits, normalize_images, s
 from .training import split_train_validation
 
 __all__ = ['PROFILE_FORMAT', 'ModelProfile', 'ProfileError', 'default_profile_path',
-           'format_profile_table', 'load_profile', 'main', 'profile_model']
+           'format_profile_table', 'load_profile', 'machine_description', 'main',
+           'profile_model']
 
 PROFILE_FORMAT = 'delen_ros.profile/1'
 THRESHOLDS = [round(0.05 * i, 2) for i in range(20)] + [0.99]
@@ -145,7 +146,8 @@ def load_profile(path: Union[str, Path, None] = None) -> ModelProfile:
     return ModelProfile(data, path=path)
 
 
-def _machine() -> Dict[str, Any]:
+def machine_description() -> Dict[str, Any]:
+    """Describe this machine (CPU model, cpus, system, Python, torch, date) for reports."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
@@ -229,7 +231,7 @@ def profile_model(model_path: Union[str, Path, None] = None, *,
         'format': PROFILE_FORMAT,
         'model': {'file': path.name, 'arch': model.config.arch,
                   'sha256': hashlib.sha256(path.read_bytes()).hexdigest()},
-        'machine': _machine(), 'runs': runs, 'batch_size': 1,
+        'machine': machine_description(), 'runs': runs, 'batch_size': 1,
         'thread_counts': thread_counts,
         'accuracy_split': 'fashion-mnist test (10k)',
         'calibration_split': 'fashion-mnist validation (5k held out of train)',

@@ -12,16 +12,13 @@ Results: ``results.md`` (tables) and PNG plots in the output folder, with ``--re
 import argparse
 import csv
 from dataclasses import asdict, dataclass, field, replace
-import datetime
 import os
 from pathlib import Path
-import platform as platform_module
 import subprocess
 import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-import torch
 from tqdm import tqdm
 
 from . import report
@@ -30,7 +27,7 @@ from .oracle import (exit_correctness, latency_oracle_run, LatencyTable, measure
 from .runner import PolicyRun, run_policy
 from .scenarios import builtin_scenarios, Scenario, SCENARIOS
 from ..engine import fashion_mnist, load_checkpoint, normalize_images
-from ..engine.profiling import default_profile_path, load_profile
+from ..engine.profiling import default_profile_path, load_profile, machine_description
 from ..runtime.energy import default_platform, PowerModel
 from ..runtime.server import InferenceServer
 
@@ -70,19 +67,11 @@ class ScenarioResult:
 
 
 def _machine() -> Dict[str, str]:
-    cpu = platform_module.processor() or platform_module.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()
-    return {'cpu': cpu, 'cpus': str(os.cpu_count()), 'torch': torch.__version__,
-            'python': platform_module.python_version(),
-            'loadavg': ' '.join(f'{value:.2f}' for value in load),
-            'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+    machine = machine_description()
+    keep = ('cpu', 'cpus', 'torch', 'python', 'date')
+    described = {key: str(machine[key]) for key in keep}
+    described['loadavg'] = ' '.join(f'{value:.2f}' for value in os.getloadavg())
+    return described
 
 
 def _uptime() -> str:
