@@ -25,8 +25,9 @@ from delen_ros.nodes.demo_report import format_table, plot_timeline, ResultPoint
 from delen_ros.nodes.governor_node import GovernorNode
 from delen_ros.nodes.power_trace_node import PowerTraceNode
 from delen_ros.nodes.server_node import ServerNode
+from delen_ros.nodes.spin import add_executor_argument, make_executor
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 import yaml
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                         help='seconds to run with --demo (default 60)')
     parser.add_argument('--output-dir', type=Path, default=Path('out'),
                         help='where --demo writes its plot (default ./out)')
+    add_executor_argument(parser)
     return parser
 
 
@@ -134,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         nodes.append(PowerTraceNode())
         recorder = DemoRecorder(_tenant_topics(server))
         nodes.append(recorder)
-    executor = MultiThreadedExecutor(num_threads=max(4, len(nodes)))
+    executor = make_executor(args.executor, num_threads=max(4, len(nodes)))
     for node in nodes:
         executor.add_node(node)
     stop = threading.Event()
@@ -159,7 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _spin(executor: MultiThreadedExecutor, stop: threading.Event) -> None:
+def _spin(executor: Executor, stop: threading.Event) -> None:
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
