@@ -22,6 +22,11 @@ import yaml
 CAMERA_PREFIX = 'delen_camera'
 
 
+def _node_arguments():
+    return ['--executor', LaunchConfiguration('executor'),
+            '--ros-args', '--log-level', LaunchConfiguration('log_level')]
+
+
 def _cameras(context, *args, **kwargs):
     """One camera node per delen_camera_* section of the parameter file."""
     config = LaunchConfiguration('config').perform(context)
@@ -29,7 +34,7 @@ def _cameras(context, *args, **kwargs):
         sections = yaml.safe_load(stream) or {}
     return [Node(package='delen_ros', executable='camera', name=name,
                  namespace=LaunchConfiguration('namespace'), parameters=[config],
-                 arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
+                 arguments=_node_arguments(),
                  condition=IfCondition(LaunchConfiguration('demo')), output='screen')
             for name in sections if name.startswith(CAMERA_PREFIX)]
 
@@ -51,18 +56,22 @@ def generate_launch_description():
             description='also start the Fashion-MNIST cameras and the scripted power trace'),
         DeclareLaunchArgument(
             'log_level', default_value='info', description='log level of every node'),
+        DeclareLaunchArgument(
+            'executor', default_value='single', choices=['single', 'multi'],
+            description='rclpy executor of every node; multi only where rclpy has the '
+                        'MultiThreadedExecutor fix of ros2/rclpy#1547 (see docs/serving_path.md)'),
     ]
     config = LaunchConfiguration('config')
     namespace = LaunchConfiguration('namespace')
-    log_args = ['--ros-args', '--log-level', LaunchConfiguration('log_level')]
+    node_args = _node_arguments()
     server = Node(package='delen_ros', executable='server', name='delen_server',
-                  namespace=namespace, output='screen', arguments=log_args,
+                  namespace=namespace, output='screen', arguments=node_args,
                   parameters=[config, {'model': LaunchConfiguration('model')}])
     governor = Node(package='delen_ros', executable='governor', name='delen_governor',
-                    namespace=namespace, output='screen', arguments=log_args,
+                    namespace=namespace, output='screen', arguments=node_args,
                     parameters=[config])
     power_trace = Node(package='delen_ros', executable='power_trace', name='delen_power_trace',
-                       namespace=namespace, output='screen', arguments=log_args,
+                       namespace=namespace, output='screen', arguments=node_args,
                        parameters=[config],
                        condition=IfCondition(LaunchConfiguration('demo')))
     return LaunchDescription(arguments + [server, governor, power_trace,

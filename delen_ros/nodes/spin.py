@@ -22,8 +22,8 @@ def make_executor(kind: str = 'single', *, num_threads: Optional[int] = None) ->
     Every callback of these nodes is short (inference runs on the runtime's own worker thread),
     so one executor thread suffices. The MultiThreadedExecutor of rclpy 9.1 (Kilted) re-queues
     callbacks still waiting in its thread pool, and starves them: with it, frames reached the
-    server up to 1.7 s late and some were lost (bench/bench_ros_roundtrip.py, docs/nodes.md;
-    ros2/rclpy#1452, fixed in rclpy 10.0.4 by ros2/rclpy#1547). The nodes keep their
+    server up to 1.7 s late and some were lost (docs/serving_path.md; ros2/rclpy#1452, fixed
+    in rclpy 10.0.4 by ros2/rclpy#1547). The nodes keep their
     callback groups, so ``multi`` stays correct where that fix is in.
     """
     if kind == 'single':
@@ -36,7 +36,8 @@ def make_executor(kind: str = 'single', *, num_threads: Optional[int] = None) ->
 def add_executor_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--executor {single,multi}`` to a command-line parser."""
     parser.add_argument('--executor', choices=EXECUTORS, default='single',
-                        help='rclpy executor to spin in (default: single; see docs/nodes.md)')
+                        help='rclpy executor to spin in (default: single; see '
+                             'docs/serving_path.md)')
 
 
 def run_node(factory: Callable[[], Node], *, name: str,
