@@ -27,16 +27,39 @@ def _node_arguments():
             '--ros-args', '--log-level', LaunchConfiguration('log_level')]
 
 
-def _cameras(context, *args, **kwargs):
-    """One camera node per delen_camera_* section of the parameter file."""
+def _node_parameters(context):
+    """
+    Return each node's ros__parameters section of the parameter file, by node name.
+
+    Passed as a dict, launch_ros writes it under the ``/**`` wildcard, so the section also
+    applies to a node in a namespace (the file's keys are bare node names, which rcl
+    matches against the node's fully qualified name: ``/robot1/delen_server`` would miss).
+    """
     config = LaunchConfiguration('config').perform(context)
     with open(config) as stream:
         sections = yaml.safe_load(stream) or {}
-    return [Node(package='delen_ros', executable='camera', name=name,
-                 namespace=LaunchConfiguration('namespace'), parameters=[config],
-                 arguments=_node_arguments(),
-                 condition=IfCondition(LaunchConfiguration('demo')), output='screen')
-            for name in sections if name.startswith(CAMERA_PREFIX)]
+    return {name: (section or {}).get('ros__parameters', {})
+            for name, section in sections.items()}
+
+
+def _nodes(context, *args, **kwargs):
+    """Return the server, governor, power trace and one camera per delen_camera_* section."""
+    sections = _node_parameters(context)
+    server = dict(sections.get('delen_server', {}))
+    model = LaunchConfiguration('model').perform(context)
+    if model:
+        server['model'] = model
+    demo = IfCondition(LaunchConfiguration('demo'))
+    common = {'package': 'delen_ros', 'namespace': LaunchConfiguration('namespace'),
+              'output': 'screen', 'arguments': _node_arguments()}
+    return ([Node(executable='server', name='delen_server', **common, parameters=[server]),
+             Node(executable='governor', name='delen_governor', **common,
+                  parameters=[sections.get('delen_governor', {})]),
+             Node(executable='power_trace', name='delen_power_trace', **common,
+                  parameters=[sections.get('delen_power_trace', {})], condition=demo)]
+            + [Node(executable='camera', name=name, **common,
+                    parameters=[sections[name]], condition=demo)
+               for name in sections if name.startswith(CAMERA_PREFIX)])
 
 
 def generate_launch_description():
@@ -48,7 +71,8 @@ def generate_launch_description():
             description='parameter file for every node (tenants, goals, cameras, governor)'),
         DeclareLaunchArgument(
             'model', default_value='',
-            description='multi-exit checkpoint to serve; empty: the shipped Fashion-MNIST model'),
+            description="multi-exit checkpoint to serve; empty: the config file's model, else "
+                        'the shipped Fashion-MNIST model'),
         DeclareLaunchArgument(
             'namespace', default_value='', description='namespace of every node'),
         DeclareLaunchArgument(
@@ -61,18 +85,4 @@ def generate_launch_description():
             description='rclpy executor of every node; multi only where rclpy has the '
                         'MultiThreadedExecutor fix of ros2/rclpy#1547 (see docs/serving_path.md)'),
     ]
-    config = LaunchConfiguration('config')
-    namespace = LaunchConfiguration('namespace')
-    node_args = _node_arguments()
-    server = Node(package='delen_ros', executable='server', name='delen_server',
-                  namespace=namespace, output='screen', arguments=node_args,
-                  parameters=[config, {'model': LaunchConfiguration('model')}])
-    governor = Node(package='delen_ros', executable='governor', name='delen_governor',
-                    namespace=namespace, output='screen', arguments=node_args,
-                    parameters=[config])
-    power_trace = Node(package='delen_ros', executable='power_trace', name='delen_power_trace',
-                       namespace=namespace, output='screen', arguments=node_args,
-                       parameters=[config],
-                       condition=IfCondition(LaunchConfiguration('demo')))
-    return LaunchDescription(arguments + [server, governor, power_trace,
-                                          OpaqueFunction(function=_cameras)])
+    return LaunchDescription(arguments + [OpaqueFunction(function=_nodes)])

@@ -67,6 +67,11 @@ def run_node(factory: Callable[[], Node], *, name: str,
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: B902
+        # Ctrl-C shuts the context down first: a callback then publishing fails, and that
+        # is the end of spinning, not an error. Anything else is.
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
