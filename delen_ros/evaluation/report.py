@@ -84,6 +84,14 @@ def _shade_load(axis, scenario: Scenario) -> None:
         axis.axvspan(phase.start_s, phase.end_s, color='tab:red', alpha=0.08, lw=0)
 
 
+def _save(figure, title: str, path: Path) -> Path:
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def plot_latency(scenario: Scenario, runs: Sequence[PolicyRun], path: Path) -> Path:
     """Plot each policy's latency per frame against its deadline over time (log scale)."""
     live = [run for run in runs if _name(run) not in _ORACLES]
@@ -114,11 +122,7 @@ def plot_latency(scenario: Scenario, runs: Sequence[PolicyRun], path: Path) -> P
         axis.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=6, loc='upper left', ncol=4)
     axes[-1, 0].set_xlabel('scenario time (s); red band: CPU load on')
-    figure.suptitle(f'{scenario.name}: latency per frame vs its bound', fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, f'{scenario.name}: latency per frame vs its bound', path)
 
 
 def plot_choices(scenario: Scenario, runs: Sequence[PolicyRun], path: Path) -> Path:
@@ -142,11 +146,7 @@ def plot_choices(scenario: Scenario, runs: Sequence[PolicyRun], path: Path) -> P
         axis.set_ylabel(f'{_name(run)}\nexit', fontsize=8)
         axis.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel('scenario time (s); blue: exit (left), orange: threads (right)')
-    figure.suptitle(f'{scenario.name}: exit and thread choice per frame', fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, f'{scenario.name}: exit and thread choice per frame', path)
 
 
 def plot_bars(scenario: Scenario, runs: Sequence[PolicyRun], path: Path) -> Path:
@@ -168,8 +168,4 @@ def plot_bars(scenario: Scenario, runs: Sequence[PolicyRun], path: Path) -> Path
         axis.set_xticklabels(names, rotation=45, ha='right', fontsize=7)
         axis.set_title(panel['title'], fontsize=9)
         axis.tick_params(labelsize=7)
-    figure.suptitle(f'{scenario.name}: per policy (all tenants)', fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, f'{scenario.name}: per policy (all tenants)', path)
