@@ -5,6 +5,7 @@ import sys
 from typing import Callable, Optional, Sequence, Tuple, Type
 
 import rclpy
+from rclpy.context import Context
 from rclpy.executors import (Executor, ExternalShutdownException, MultiThreadedExecutor,
                              SingleThreadedExecutor)
 from rclpy.node import Node
@@ -15,7 +16,8 @@ __all__ = ['EXECUTORS', 'add_executor_argument', 'make_executor', 'run_node']
 EXECUTORS = ('single', 'multi')
 
 
-def make_executor(kind: str = 'single', *, num_threads: Optional[int] = None) -> Executor:
+def make_executor(kind: str = 'single', *, num_threads: Optional[int] = None,
+                  context: Optional[Context] = None) -> Executor:
     """
     Return the executor of the delen_ros executables: ``single`` (default) or ``multi``.
 
@@ -27,9 +29,9 @@ def make_executor(kind: str = 'single', *, num_threads: Optional[int] = None) ->
     callback groups, so ``multi`` stays correct where that fix is in.
     """
     if kind == 'single':
-        return SingleThreadedExecutor()
+        return SingleThreadedExecutor(context=context)
     if kind == 'multi':
-        return MultiThreadedExecutor(num_threads=num_threads)
+        return MultiThreadedExecutor(num_threads=num_threads, context=context)
     raise ValueError(f'unknown executor {kind!r}; choose one of {", ".join(EXECUTORS)}')
 
 
