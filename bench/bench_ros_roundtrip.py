@@ -111,8 +111,8 @@ def warm_up(ping, frames, seconds, deadline_s):
     """
     Publish until the other side answers, then keep going for ``seconds``.
 
-    For the first seconds after start-up answers come late (hundreds of ms here, while
-    the new participant's endpoints are discovered): not the serving path in steady state.
+    With rclpy 9.1's MultiThreadedExecutor answers come late (hundreds of ms) for the first
+    ~13 s after start-up: measure the steady state (docs/serving_path.md).
     """
     end = time.monotonic() + deadline_s
     index = 0
