@@ -22,9 +22,11 @@ Run it where rclpy is importable: `source tools/env.sh` first.
 
 import argparse
 import itertools
+import math
 import os
 from pathlib import Path
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -145,10 +147,12 @@ def measure(ping, frames, count, gap_s):
 
 
 def percentile(values, q):
-    return float(np.percentile(np.asarray(values), q)) if values else float('nan')
+    return float(np.percentile(np.asarray(values), q))
 
 
 def row(name, values):
+    if not values:
+        return f'| {name} | no answer | | |'
     return (f'| {name} | {statistics.median(values):.2f} | {percentile(values, 99):.2f} | '
             f'{min(values):.2f} |')
 
@@ -158,7 +162,7 @@ def start_process(command, log):
 
 
 def stop_process(process):
-    process.send_signal(2)
+    process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -189,8 +193,8 @@ def bench_floor(node, frames, args, folder):
                            frames, args)
 
 
-def bench_server(node, frames, args, folder, policy, executor):
-    params = folder / 'params.yaml'
+def bench_server(node, frames, args, log_path, policy, executor):
+    params = log_path.with_suffix('.yaml')
     params.write_text(f"""delen_server:
   ros__parameters:
     tenants: [{TENANT}]
@@ -203,7 +207,6 @@ def bench_server(node, frames, args, folder, policy, executor):
     ping = PingPong(node, TENANT_TOPIC, InferenceResult, f'/delen/{TENANT}/result', 10)
     command = [str(server_executable()), '--executor', executor,
                '--ros-args', '--params-file', str(params)]
-    log_path = folder / f'server_{len(list(folder.glob("server_*.log")))}.log'
     return measure_against(ping, command, log_path, frames, args)
 
 
@@ -242,19 +245,22 @@ def main(argv=None):
         folder = Path(folder)
         trips, _, lost = bench_floor(node, frames, args, folder)
         print(row('bare echo round trip (floor)', trips) + (f' lost {lost}' if lost else ''))
-        floor = statistics.median(trips)
-        for kind, policy in itertools.product(args.executors, args.policies):
-            trips, answers, lost = bench_server(node, frames, args, folder, policy, kind)
+        floor = statistics.median(trips) if trips else math.nan
+        configurations = itertools.product(args.executors, args.policies)
+        for number, (kind, policy) in enumerate(configurations):
+            log_path = folder / f'server_{number}.log'
+            trips, answers, lost = bench_server(node, frames, args, log_path, policy, kind)
             compute = [a.compute_ms for a in answers]
             overhead = [t - c for t, c in zip(trips, compute)]
-            exits = statistics.mean(a.exit_index for a in answers)
+            exits = statistics.mean(a.exit_index for a in answers) if answers else math.nan
             note = f' lost {lost}' if lost else ''
             label = f'server, {kind} executor, `{policy}`'
             print(row(f'{label}: round trip (mean exit {exits:.2f})', trips) + note)
             print(row(f'{label}: compute_ms', compute))
             print(row(f'{label}: round trip - compute', overhead))
-            print(f'| overhead vs floor, median | {statistics.median(overhead) - floor:+.2f} '
-                  f'| | |')
+            if overhead:
+                print(f'| overhead vs floor, median | '
+                      f'{statistics.median(overhead) - floor:+.2f} | | |')
     executor.shutdown(timeout_sec=5.0)
     node.destroy_node()
     rclpy.try_shutdown()

@@ -12,14 +12,12 @@ Machines without ``ros2 launch`` run the same nodes from the same file with
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from delen_ros.nodes.config_file import CAMERA_PREFIX, node_sections
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-import yaml
-
-CAMERA_PREFIX = 'delen_camera'
 
 
 def _node_arguments():
@@ -27,24 +25,12 @@ def _node_arguments():
             '--ros-args', '--log-level', LaunchConfiguration('log_level')]
 
 
-def _node_parameters(context):
-    """
-    Return each node's ros__parameters section of the parameter file, by node name.
-
-    Passed as a dict, launch_ros writes it under the ``/**`` wildcard, so the section also
-    applies to a node in a namespace (the file's keys are bare node names, which rcl
-    matches against the node's fully qualified name: ``/robot1/delen_server`` would miss).
-    """
-    config = LaunchConfiguration('config').perform(context)
-    with open(config) as stream:
-        sections = yaml.safe_load(stream) or {}
-    return {name: (section or {}).get('ros__parameters', {})
-            for name, section in sections.items()}
-
-
 def _nodes(context, *args, **kwargs):
     """Return the server, governor, power trace and one camera per delen_camera_* section."""
-    sections = _node_parameters(context)
+    # Each node gets its section as a dict, which launch_ros writes under the ``/**`` wildcard,
+    # so it also reaches a node in a namespace (the file's keys are bare node names, which rcl
+    # matches against the fully qualified name: ``/robot1/delen_server`` would miss).
+    sections = node_sections(LaunchConfiguration('config').perform(context))
     server = dict(sections.get('delen_server', {}))
     model = LaunchConfiguration('model').perform(context)
     if model:

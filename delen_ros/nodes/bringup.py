@@ -21,6 +21,7 @@ from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
 from delen_ros.msg import InferenceResult, TenantStatus
 from delen_ros.nodes.camera_node import CameraNode
+from delen_ros.nodes.config_file import CAMERA_PREFIX, node_sections
 from delen_ros.nodes.demo_report import format_table, plot_timeline, ResultPoint, StatusRow
 from delen_ros.nodes.governor_node import GovernorNode
 from delen_ros.nodes.power_trace_node import PowerTraceNode
@@ -30,7 +31,6 @@ import rclpy
 from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-import yaml
 
 __all__ = ['DemoRecorder', 'main']
 
@@ -96,11 +96,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _node_sections(config: Path) -> Dict[str, dict]:
-    data = yaml.safe_load(config.read_text()) or {}
-    return {name: (section or {}).get('ros__parameters', {}) for name, section in data.items()}
-
-
 def _tenant_topics(server: ServerNode) -> Dict[str, Dict[str, str]]:
     topics = {}
     for name in server.get_parameter('tenants').value:
@@ -130,8 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     nodes += [server, GovernorNode()]
     recorder = None
     if args.demo:
-        for name in _node_sections(Path(config)):
-            if name.startswith('delen_camera'):
+        for name in node_sections(config):
+            if name.startswith(CAMERA_PREFIX):
                 nodes.append(CameraNode(node_name=name))
         nodes.append(PowerTraceNode())
         recorder = DemoRecorder(_tenant_topics(server))

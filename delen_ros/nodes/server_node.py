@@ -243,13 +243,12 @@ class ServerNode(Node):
         msg.goal = result.goal
         msg.policy = result.policy
         msg.num_threads = int(result.threads)
-        if not self.context.ok():
-            return  # shutting down (Ctrl-C): the frame in flight has nowhere to go
         try:
             io.result_publisher.publish(msg)
-        except Exception:  # noqa: B902 - the context can go down between check and publish
+        except Exception:  # noqa: B902
             if self.context.ok():
                 raise
+            # Ctrl-C shut the context down: the frame in flight has nowhere to go.
 
     def _parameters_callback(self, parameters) -> SetParametersResult:
         """Refuse inconsistent tenant settings with a reason; apply the others at once."""

@@ -25,8 +25,8 @@ def make_executor(kind: str = 'single', *, num_threads: Optional[int] = None,
     so one executor thread suffices. The MultiThreadedExecutor of rclpy 9.1 (Kilted) re-queues
     callbacks still waiting in its thread pool, and starves them: with it, frames reached the
     server up to 1.7 s late and some were lost (docs/serving_path.md; ros2/rclpy#1452, fixed
-    in rclpy 10.0.4 by ros2/rclpy#1547). The nodes keep their
-    callback groups, so ``multi`` stays correct where that fix is in.
+    in rclpy 10.0.4 by ros2/rclpy#1547). The nodes keep their callback groups, so ``multi``
+    stays correct where that fix is in.
     """
     if kind == 'single':
         return SingleThreadedExecutor(context=context)
