@@ -21,7 +21,8 @@ INFERENCE_RESULT_FIELDS = {
     'confidence': 'float', 'exit_index': 'uint8', 'num_exits': 'uint8', 'is_final': 'boolean',
     'latency_ms': 'float', 'queue_ms': 'float', 'compute_ms': 'float', 'energy_mj': 'float',
     'energy_measured': 'boolean', 'deadline_ms': 'float', 'deadline_met': 'boolean',
-    'goal': 'string', 'policy': 'string', 'num_threads': 'uint8',
+    'goal': 'string', 'policy': 'string', 'num_threads': 'uint8', 'delivery_ms': 'float',
+    'model': 'string',
 }
 TENANT_STATUS_FIELDS = {
     'header': 'std_msgs/Header', 'tenant': 'string', 'goal': 'string', 'policy': 'string',
@@ -30,7 +31,11 @@ TENANT_STATUS_FIELDS = {
     'latency_mean_ms': 'float', 'latency_p99_ms': 'float', 'mean_exit': 'float',
     'energy_mean_mj': 'float', 'energy_measured': 'boolean', 'accuracy': 'float',
     'labelled_frames': 'uint64', 'latency_bound_ms': 'float', 'min_accuracy': 'float',
-    'energy_bound_mj': 'float',
+    'energy_bound_mj': 'float', 'base_latency_bound_ms': 'float', 'base_min_accuracy': 'float',
+    'base_energy_bound_mj': 'float', 'adjustment_reason': 'string', 'frames_lost': 'uint64',
+    'dropped_queue': 'uint64', 'dropped_infeasible': 'uint64', 'dropped_shutdown': 'uint64',
+    'frames_late': 'uint64', 'frames_failed': 'uint64', 'stamps_zero': 'uint64',
+    'stamps_future': 'uint64', 'stamps_stale': 'uint64',
 }
 
 
@@ -114,9 +119,12 @@ def test_messages_have_the_agreed_fields():
 
 def test_message_interface_files_are_installed(prefix):
     msg_dir = os.path.join(prefix, 'share', 'delen_ros', 'msg')
-    for name in ('InferenceResult', 'TenantStatus'):
+    for name in ('BudgetAdjustment', 'GroundTruth', 'InferenceResult', 'TenantStatus'):
         assert os.path.isfile(os.path.join(msg_dir, name + '.msg'))
         assert os.path.isfile(os.path.join(msg_dir, name + '.idl'))
+    srv_dir = os.path.join(prefix, 'share', 'delen_ros', 'srv')
+    for name in ('AddTenant', 'Classify', 'RemoveTenant'):
+        assert os.path.isfile(os.path.join(srv_dir, name + '.srv'))
 
 
 def test_installed_launch_files_load(prefix):
