@@ -52,11 +52,13 @@ TENANT_TOPIC = '/bench/image'
 START_TIMEOUT_S = 60.0
 
 
-def sensor_qos():
-    """Return the QoS the camera node offers: best effort, keep last 2, a deadline."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
-                      reliability=ReliabilityPolicy.BEST_EFFORT,
-                      deadline=Duration(seconds=1))
+def sensor_qos(deadline_ms=1000.0):
+    """Return the QoS the camera node offers: best effort, keep last 2, a deadline (or none)."""
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
+                     reliability=ReliabilityPolicy.BEST_EFFORT)
+    if deadline_ms:
+        qos.deadline = Duration(nanoseconds=int(deadline_ms * 1e6))
+    return qos
 
 
 def run_echo():

@@ -1,0 +1,543 @@
+#!/usr/bin/env python3
+"""
+delen_server side by side with the plain rclpy node it must beat, on the same camera streams.
+
+Processes, all real, over Fast DDS on loopback:
+- a stream process publishes Fashion-MNIST test frames on every stream of a row, at the
+  stream's rate, with the stream's deadline offered as a deadline QoS (best effort, keep last 2);
+- the system under test, one after the other on the same streams: the plain peer
+  (bench/plain_peer_node.py) with torch's default threads and with 1 thread, then the installed
+  delen_server (one tenant per stream, ``latency_ms: 0``: the bound is the offered deadline,
+  ``budget`` policy), and with --cpu-priority once more with that server parameter;
+- this process receives the results and times them from the image stamp to their receipt;
+- in the contention phase, one CPU-bound process per core, started and stopped here.
+
+Rows: 30 Hz/33 ms; 50 Hz/10 ms; three tenants at once (60 Hz/16 ms, 10 Hz/100 ms,
+5 Hz/200 ms); eight tenants at 30 Hz/50 ms. Phases: calm, contention, calm again. Per row and
+phase: answered %, within-deadline % (of the frames published), p50/p99 stamp-to-receipt
+latency, accuracy of the answers, mean exit. Then, calm, one 25 Hz stream: the bare rclpy echo
+(bench_ros_roundtrip.py's echo node) streamed, against each system's end-to-end time minus the
+compute of the exits it ran (``compute_ms`` of the answer).
+
+Each phase lasts --frames frames of the row's fastest stream (times --scale).
+Usage: bench/bench_side_by_side.py [--frames 300] [--scale 1] [--rows ...] [--systems ...]
+       [--cpu-priority VALUE]
+Full run (default): about 10-15 min on 2 cores; `--scale 0.2` about 2 min.
+Run it where rclpy is importable: `source tools/env.sh` (or `./delen shell`) first.
+"""
+
+import argparse
+import collections
+from dataclasses import dataclass
+import json
+import os
+from pathlib import Path
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List, Tuple
+
+from bench_ros_roundtrip import (ECHO_IN, ECHO_OUT, percentile, sensor_qos, server_executable,
+                                 start_process, stop_process)
+from delen_ros.engine import fashion_mnist, load_checkpoint
+from delen_ros.imaging import fill_image
+from delen_ros.msg import InferenceResult
+from plain_peer_node import input_topic, result_topic
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import Image
+
+HERE = Path(__file__).resolve().parent
+TENANTS = tuple(f't{i}' for i in range(8))
+PHASES = ('calm', 'contention', 'calm again')
+START_TIMEOUT_S = 90.0
+FLOOR_HZ = 25.0
+FLOOR_DEADLINE_MS = 40.0
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One camera stream: the tenant it feeds, its rate and its deadline."""
+
+    tenant: str
+    rate_hz: float
+    deadline_ms: float
+
+
+ROWS = {
+    '30hz': ('30 Hz, 33 ms', (Stream('t0', 30.0, 33.0),)),
+    '50hz': ('50 Hz, 10 ms', (Stream('t0', 50.0, 10.0),)),
+    'three': ('3 tenants: 60 Hz/16 ms, 10 Hz/100 ms, 5 Hz/200 ms',
+              (Stream('t0', 60.0, 16.0), Stream('t1', 10.0, 100.0), Stream('t2', 5.0, 200.0))),
+    'eight': ('8 tenants, 30 Hz, 50 ms', tuple(Stream(t, 30.0, 50.0) for t in TENANTS)),
+}
+FLOOR_ROW = ('25 Hz, 40 ms, calm', (Stream('t0', FLOOR_HZ, FLOOR_DEADLINE_MS),))
+
+
+# -- the stream process --------------------------------------------------------------------
+
+def run_streams():
+    """
+    Publish frames on command (JSON lines on stdin, one JSON answer per line on stdout).
+
+    ``{"streams": [[tenant, topic, rate_hz, deadline_ms], ...]}`` (re)creates the publishers;
+    ``{"run": tag, "seconds": s}`` publishes every stream at its rate for s seconds, frame_id
+    ``<tag>|<test index>``, and answers the frames published per tenant.
+    """
+    frames, _ = fashion_mnist.load('test')
+    rclpy.init()
+    node = rclpy.create_node('bench_streams')
+    streams: List[Tuple[str, object, float]] = []
+    next_index: Dict[str, int] = collections.defaultdict(int)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if 'streams' in command:
+            for _, publisher, _ in streams:
+                node.destroy_publisher(publisher)
+            streams = [(tenant, node.create_publisher(Image, topic, sensor_qos(deadline)),
+                        1.0 / rate)
+                       for tenant, topic, rate, deadline in command['streams']]
+            answer = {'ok': True}
+        else:
+            answer = _publish_for(node, streams, frames, next_index, command['run'],
+                                  command['seconds'])
+        print(json.dumps(answer), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def _publish_for(node, streams, frames, next_index, tag, seconds):
+    count = collections.Counter()
+    start = time.monotonic()
+    end = start + seconds
+    # Cameras are not in sync: spread the first frames over a period.
+    due = [start + (0.37 * i % 1.0) * period for i, (_, _, period) in enumerate(streams)]
+    while streams:
+        i = min(range(len(streams)), key=due.__getitem__)
+        if due[i] >= end:
+            break
+        delay = due[i] - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        tenant, publisher, period = streams[i]
+        index = next_index[tenant] % len(frames)
+        next_index[tenant] += 1
+        msg = Image()
+        fill_image(msg, frames[index], encoding='mono8', frame_id=f'{tag}|{index}',
+                   stamp=node.get_clock().now().to_msg())
+        publisher.publish(msg)
+        count[tenant] += 1
+        # A late camera skips frames rather than bursting to catch up.
+        due[i] = max(due[i] + period, time.monotonic() - period)
+    return {'published': dict(count)}
+
+
+class StreamProcess:
+    """Drives the stream process over its stdin and stdout."""
+
+    def __init__(self, log):
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, '--streams'], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ))
+        self.lock = threading.Lock()
+
+    def _ask(self, command):
+        with self.lock:  # one command at a time, whichever thread asks
+            self.process.stdin.write(json.dumps(command) + '\n')
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit('the stream process ended early (see its log)')
+        return json.loads(line)
+
+    def set_streams(self, streams, topic=input_topic):
+        self._ask({'streams': [[s.tenant, topic(s.tenant), s.rate_hz, s.deadline_ms]
+                               for s in streams]})
+
+    def run(self, tag, seconds):
+        return self._ask({'run': tag, 'seconds': seconds})['published']
+
+    def close(self):
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# -- receiving -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    """One final answer as the subscriber saw it."""
+
+    latency_ms: float
+    exit_index: int
+    correct: bool
+    compute_ms: float
+    deadline_ms: float
+    frame: str
+    received_s: float
+
+
+def _stamp_ns(header):
+    return header.stamp.sec * 10 ** 9 + header.stamp.nanosec
+
+
+class Receiver:
+    """Collects final answers (and echoed images) by tenant and frame tag."""
+
+    def __init__(self, labels):
+        self.labels = labels
+        rclpy.init()
+        self.node = rclpy.create_node('bench_side_by_side')
+        self.answers: Dict[Tuple[str, str], List[Answer]] = collections.defaultdict(list)
+        self.lock = threading.Lock()
+        for tenant in TENANTS:
+            self.node.create_subscription(InferenceResult, result_topic(tenant),
+                                          self._result_callback, QoSProfile(depth=100))
+        self.node.create_subscription(Image, ECHO_OUT, self._echo_callback, sensor_qos())
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _result_callback(self, msg):
+        if not msg.is_final:
+            return
+        now_ns = time.time_ns()
+        tag, _, index = msg.header.frame_id.partition('|')
+        label = self.labels[int(index)] if index.isdigit() else -1
+        answer = Answer((now_ns - _stamp_ns(msg.header)) / 1e6, int(msg.exit_index),
+                        int(msg.class_id) == int(label), float(msg.compute_ms),
+                        float(msg.deadline_ms), msg.header.frame_id, now_ns / 1e9)
+        with self.lock:
+            self.answers[msg.tenant, tag].append(answer)
+
+    def _echo_callback(self, msg):
+        now_ns = time.time_ns()
+        tag, _, _ = msg.header.frame_id.partition('|')
+        with self.lock:
+            self.answers['echo', tag].append(
+                Answer((now_ns - _stamp_ns(msg.header)) / 1e6, -1, False, 0.0, 0.0,
+                       msg.header.frame_id, now_ns / 1e9))
+
+    def of(self, tenant, tag):
+        with self.lock:
+            return list(self.answers.get((tenant, tag), ()))
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=5.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+# -- systems under test ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class System:
+    """A system under test: its label and how to start it."""
+
+    label: str
+    command: Tuple[str, ...]
+    bound_from_qos: bool = False
+
+
+def peer_system(threads):
+    label = 'peer, default threads' if threads == 0 else f'peer, {threads} thread'
+    return System(label, (sys.executable, str(HERE / 'plain_peer_node.py'), '--tenants',
+                          *TENANTS, '--threads', str(threads)))
+
+
+def server_system(folder, cpu_priority=None):
+    lines = ['delen_server:', '  ros__parameters:', f'    tenants: [{", ".join(TENANTS)}]']
+    if cpu_priority is not None:
+        lines.append(f'    cpu_priority: {json.dumps(cpu_priority)}')
+    lines += [f'    {tenant}.input_topic: {input_topic(tenant)}' for tenant in TENANTS]
+    name = 'server' if cpu_priority is None else 'server_priority'
+    params = folder / f'{name}.yaml'
+    params.write_text('\n'.join(lines) + '\n')
+    label = ('delen_server' if cpu_priority is None
+             else f'delen_server, cpu_priority {cpu_priority}')
+    return System(label, (str(server_executable()), '--ros-args', '--params-file', str(params)),
+                  bound_from_qos=True)
+
+
+def server_has_parameter(name):
+    from delen_ros.nodes.parameters import SERVER_PARAMETERS
+    return any(spec.name == name for spec in SERVER_PARAMETERS)
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+class Contention:
+    """One CPU-bound process per core while the with-block runs."""
+
+    def __enter__(self):
+        self.processes = [subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+                          for _ in range(len(os.sched_getaffinity(0)))]
+        return self
+
+    def __exit__(self, *exc_info):
+        for process in self.processes:
+            process.kill()
+        for process in self.processes:
+            process.wait()
+
+
+def warm_up(streams_process, receiver, streams, system, tag, warmup_s):
+    """Stream until every stream is answered (with its offered bound), then warmup_s more."""
+    def ready(stream):
+        answers = receiver.of(stream.tenant, tag)
+        if system.bound_from_qos:
+            return any(abs(a.deadline_ms - stream.deadline_ms) < 1e-3 for a in answers)
+        return bool(answers)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not all(ready(s) for s in streams):
+        if time.monotonic() > deadline:
+            raise SystemExit(f'{system.label}: no answers with the offered deadline within '
+                             f'{START_TIMEOUT_S:.0f} s')
+        streams_process.run(tag, 0.5)
+    streams_process.run(tag, warmup_s)
+
+
+@dataclass
+class Cell:
+    """What one system did on one row in one phase (all its streams pooled)."""
+
+    published: int
+    answers: List[Answer]
+    in_time: int
+    per_stream: Dict[str, Tuple[int, int]]
+
+    def answered_pct(self):
+        return 100.0 * len(self.answers) / self.published if self.published else float('nan')
+
+    def in_time_pct(self):
+        return 100.0 * self.in_time / self.published if self.published else float('nan')
+
+
+def cell(receiver, streams, tag, published):
+    answers, in_time, per_stream = [], 0, {}
+    for stream in streams:
+        got = receiver.of(stream.tenant, tag)
+        met = sum(a.latency_ms <= stream.deadline_ms for a in got)
+        answers += got
+        in_time += met
+        per_stream[stream.tenant] = (met, published.get(stream.tenant, 0))
+    return Cell(sum(published.get(s.tenant, 0) for s in streams), answers, in_time, per_stream)
+
+
+def measure_system(system, rows, streams_process, receiver, args, log_path, *, prefix):
+    """Run every row's phases, and the 25 Hz overhead row, against one system."""
+    tags = {}
+    with open(log_path, 'w') as log:
+        process = start_process(list(system.command), log)
+        try:
+            for key in rows:
+                _, streams = ROWS[key]
+                streams_process.set_streams(streams)
+                warm_up(streams_process, receiver, streams, system, f'{prefix}{key}/warm',
+                        args.warmup_s)
+                seconds = args.frames * args.scale / max(s.rate_hz for s in streams)
+                for phase in PHASES:
+                    tag = f'{prefix}{key}/{phase}'
+                    if phase == 'contention':
+                        with Contention():
+                            tags[key, phase] = tag, streams_process.run(tag, seconds)
+                    else:
+                        tags[key, phase] = tag, streams_process.run(tag, seconds)
+            _, streams = FLOOR_ROW
+            streams_process.set_streams(streams)
+            warm_up(streams_process, receiver, streams, system, f'{prefix}floor/warm',
+                    args.warmup_s)
+            tags['floor', 'calm'] = f'{prefix}floor', streams_process.run(
+                f'{prefix}floor', args.frames * args.scale / FLOOR_HZ)
+            time.sleep(1.0)  # late answers
+        finally:
+            stop_process(process)
+    if process.returncode not in (0, None):
+        print(f'note: {system.label} exited with {process.returncode} (log {log_path})',
+              file=sys.stderr)
+    cells = {}
+    for (key, phase), (tag, published) in tags.items():
+        streams = FLOOR_ROW[1] if key == 'floor' else ROWS[key][1]
+        cells[key, phase] = cell(receiver, streams, tag, published)
+    return cells
+
+
+def measure_floor(streams_process, receiver, args, log_path):
+    """Stream to the bare rclpy echo at 25 Hz; stamp to receipt of the echoed images."""
+    with open(log_path, 'w') as log:
+        process = start_process([sys.executable, str(HERE / 'bench_ros_roundtrip.py'), '--echo'],
+                                log)
+        try:
+            streams_process.set_streams([Stream('echo', FLOOR_HZ, FLOOR_DEADLINE_MS)],
+                                        topic=lambda tenant: ECHO_IN)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not receiver.of('echo', 'warm'):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f'the echo node never answered; log: {log_path}')
+                streams_process.run('warm', 0.5)
+            streams_process.run('warm', args.warmup_s)
+            published = streams_process.run('echo', args.frames * args.scale / FLOOR_HZ)
+            time.sleep(0.5)
+        finally:
+            stop_process(process)
+    return [a.latency_ms for a in receiver.of('echo', 'echo')], published.get('echo', 0)
+
+
+# -- report ----------------------------------------------------------------------------------
+
+def _fmt(value, digits=1):
+    return '–' if value != value else f'{value:.{digits}f}'
+
+
+def _p(values, q):
+    return percentile(values, q) if values else float('nan')
+
+
+def detail_table(results, rows):
+    lines = ['| row | system | phase | answered % | in time % | p50 ms | p99 ms | accuracy % '
+             '| mean exit |', '|---|---|---|---|---|---|---|---|---|']
+    for key in rows:
+        for label, cells in results.items():
+            for phase in PHASES:
+                c = cells[key, phase]
+                latency = [a.latency_ms for a in c.answers]
+                accuracy = (100.0 * statistics.mean(a.correct for a in c.answers)
+                            if c.answers else float('nan'))
+                exits = (statistics.mean(a.exit_index for a in c.answers)
+                         if c.answers else float('nan'))
+                lines.append(
+                    f'| {ROWS[key][0]} | {label} | {phase} | {_fmt(c.answered_pct())} | '
+                    f'{_fmt(c.in_time_pct())} | {_fmt(_p(latency, 50))} | '
+                    f'{_fmt(_p(latency, 99))} | {_fmt(accuracy)} | {_fmt(exits, 2)} |')
+    return lines
+
+
+def summary_table(results, rows):
+    labels = list(results)
+    lines = ['| stream | ' + ' | '.join(labels) + ' |', '|---' * (len(labels) + 1) + '|']
+    for key in rows:
+        cells = [' / '.join(_fmt(results[label][key, phase].in_time_pct(), 0)
+                            for phase in PHASES) + ' %' for label in labels]
+        lines.append(f'| {ROWS[key][0]} | ' + ' | '.join(cells) + ' |')
+        streams = ROWS[key][1]
+        if 1 < len(streams) <= 3:
+            for stream in streams:
+                parts = []
+                for label in labels:
+                    shares = []
+                    for phase in PHASES:
+                        met, sent = results[label][key, phase].per_stream[stream.tenant]
+                        shares.append(_fmt(100.0 * met / sent if sent else float('nan'), 0))
+                    parts.append(' / '.join(shares) + ' %')
+                lines.append(f'| · {stream.rate_hz:g} Hz, {stream.deadline_ms:g} ms | '
+                             + ' | '.join(parts) + ' |')
+    return lines
+
+
+def overhead_table(results, floor):
+    floor_p50, floor_p99 = _p(floor, 50), _p(floor, 99)
+    lines = ['| path | e2e p50 | e2e p99 | compute p50 | compute p99 | e2e − compute p50 | '
+             'e2e − compute p99 | × floor p50 | × floor p99 | mean exit |',
+             '|---' * 10 + '|',
+             f'| bare rclpy echo (floor) | {_fmt(floor_p50, 2)} | {_fmt(floor_p99, 2)} | | | '
+             f'{_fmt(floor_p50, 2)} | {_fmt(floor_p99, 2)} | 1.0 | 1.0 | |']
+    for label, cells in results.items():
+        answers = cells['floor', 'calm'].answers
+        e2e = [a.latency_ms for a in answers]
+        compute = [a.compute_ms for a in answers]
+        overhead = [a.latency_ms - a.compute_ms for a in answers]
+        exits = statistics.mean(a.exit_index for a in answers) if answers else float('nan')
+        lines.append(
+            f'| {label} | {_fmt(_p(e2e, 50), 2)} | {_fmt(_p(e2e, 99), 2)} | '
+            f'{_fmt(_p(compute, 50), 2)} | {_fmt(_p(compute, 99), 2)} | '
+            f'{_fmt(_p(overhead, 50), 2)} | {_fmt(_p(overhead, 99), 2)} | '
+            f'{_fmt(_p(overhead, 50) / floor_p50, 2)} | {_fmt(_p(overhead, 99) / floor_p99, 2)} '
+            f'| {_fmt(exits, 2)} |')
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--frames', type=int, default=300,
+                        help="frames of a row's fastest stream per phase")
+    parser.add_argument('--scale', type=float, default=1.0,
+                        help='multiply every phase length (0.2: a short run)')
+    parser.add_argument('--warmup-s', type=float, default=2.0,
+                        help='seconds streamed after the first answer, not measured')
+    parser.add_argument('--rows', nargs='+', choices=list(ROWS), default=list(ROWS))
+    parser.add_argument('--systems', nargs='+', default=['peer', 'peer1', 'server'],
+                        choices=['peer', 'peer1', 'server'],
+                        help='peer: default threads; peer1: 1 thread; server: delen_server')
+    parser.add_argument('--cpu-priority', default=None,
+                        help='run delen_server once more with this `cpu_priority` value '
+                             '(skipped when the server has no such parameter)')
+    parser.add_argument('--streams', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.streams:
+        return run_streams()
+
+    started = time.monotonic()
+    load_at_start = os.getloadavg()
+    _, labels = fashion_mnist.load('test')
+    exit_accuracy = load_checkpoint().metrics.get('exit_accuracy', [])
+    receiver = Receiver(labels)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix='bench_sbs_') as folder:
+        folder = Path(folder)
+        systems = [*(peer_system(0) for s in args.systems if s == 'peer'),
+                   *(peer_system(1) for s in args.systems if s == 'peer1'),
+                   *(server_system(folder) for s in args.systems if s == 'server')]
+        priority_note = ''
+        if args.cpu_priority is not None:
+            if server_has_parameter('cpu_priority'):
+                systems.append(server_system(folder, args.cpu_priority))
+            else:
+                priority_note = ('--cpu-priority skipped: this delen_server has no '
+                                 '`cpu_priority` parameter')
+        with open(folder / 'streams.log', 'w') as streams_log:
+            streams_process = StreamProcess(streams_log)
+            try:
+                floor, floor_sent = measure_floor(streams_process, receiver, args,
+                                                  folder / 'echo.log')
+                for number, system in enumerate(systems):
+                    print(f'[{time.monotonic() - started:5.0f} s] {system.label}',
+                          file=sys.stderr, flush=True)
+                    results[system.label] = measure_system(
+                        system, args.rows, streams_process, receiver, args,
+                        folder / f'system_{number}.log', prefix=f'{number}:')
+            finally:
+                streams_process.close()
+    receiver.close()
+
+    print(f'# Side by side, {platform.node()}, {os.cpu_count()} CPUs, '
+          f'{time.strftime("%Y-%m-%d %H:%M")}, load average {load_at_start[0]:.2f} at the '
+          f'start, {os.getloadavg()[0]:.2f} at the end, {time.monotonic() - started:.0f} s')
+    print(f'command: {" ".join(["bench/bench_side_by_side.py", *(argv or sys.argv[1:])])}')
+    print(f'{args.frames * args.scale:g} frames of the fastest stream per phase; '
+          f'contention: {len(os.sched_getaffinity(0))} CPU-bound processes; final-exit test '
+          f'accuracy {100 * exit_accuracy[-1]:.2f} %' if exit_accuracy else '')
+    if priority_note:
+        print(priority_note)
+    print('\nWithin deadline (stamp to receipt), calm / contention / calm again:\n')
+    print('\n'.join(summary_table(results, args.rows)))
+    print('\nPer row and phase (in time and answered: % of frames published; latency, '
+          'accuracy and exit: of the answers):\n')
+    print('\n'.join(detail_table(results, args.rows)))
+    print(f'\nServing-path overhead, {FLOOR_ROW[0]}, one stream, ms (floor: {len(floor)} of '
+          f'{floor_sent} echoed):\n')
+    print('\n'.join(overhead_table(results, floor)))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
