@@ -21,7 +21,7 @@ compute of the exits it ran (``compute_ms`` of the answer).
 
 Each phase lasts --frames frames of the row's fastest stream (times --scale).
 Usage: bench/bench_side_by_side.py [--frames 300] [--scale 1] [--rows ...] [--systems ...]
-       [--cpu-priority VALUE]
+       [--cpu-priority VALUE] [--variant PARAMETER=VALUE ...]
 Full run (default): about 10-15 min on 2 cores; `--scale 0.2` about 2 min.
 Run it where rclpy is importable: `source tools/env.sh` (or `./delen shell`) first.
 """
@@ -255,18 +255,34 @@ def peer_system(threads):
                           *TENANTS, '--threads', str(threads)))
 
 
-def server_system(folder, cpu_priority=None):
+def _yaml_scalar(text):
+    try:
+        float(text)
+        return text
+    except ValueError:
+        return json.dumps(text)
+
+
+def server_system(folder, variant=None):
+    """Return delen_server with one tenant per stream, and a server parameter if given."""
     lines = ['delen_server:', '  ros__parameters:', f'    tenants: [{", ".join(TENANTS)}]']
-    if cpu_priority is not None:
-        lines.append(f'    cpu_priority: {json.dumps(cpu_priority)}')
+    label, name = 'delen_server', 'server'
+    if variant is not None:
+        parameter, value = variant
+        lines.append(f'    {parameter}: {_yaml_scalar(value)}')
+        label, name = f'delen_server, {parameter} {value}', f'server_{parameter}'
     lines += [f'    {tenant}.input_topic: {input_topic(tenant)}' for tenant in TENANTS]
-    name = 'server' if cpu_priority is None else 'server_priority'
     params = folder / f'{name}.yaml'
     params.write_text('\n'.join(lines) + '\n')
-    label = ('delen_server' if cpu_priority is None
-             else f'delen_server, cpu_priority {cpu_priority}')
     return System(label, (str(server_executable()), '--ros-args', '--params-file', str(params)),
                   bound_from_qos=True)
+
+
+def _variant(text):
+    parameter, sep, value = text.partition('=')
+    if not sep or not parameter:
+        raise argparse.ArgumentTypeError(f'expected PARAMETER=VALUE, got {text!r}')
+    return parameter, value
 
 
 def server_has_parameter(name):
@@ -479,8 +495,12 @@ def main(argv=None):
                         choices=['peer', 'peer1', 'server'],
                         help='peer: default threads; peer1: 1 thread; server: delen_server')
     parser.add_argument('--cpu-priority', default=None,
-                        help='run delen_server once more with this `cpu_priority` value '
-                             '(skipped when the server has no such parameter)')
+                        help='run delen_server once more with this `cpu_priority` value, '
+                             'e.g. nice:-10 (same as --variant cpu_priority=VALUE)')
+    parser.add_argument('--variant', type=_variant, action='append', default=[],
+                        metavar='PARAMETER=VALUE',
+                        help='run delen_server once more with this server parameter, e.g. '
+                             'max_batch=1 (skipped when the server has no such parameter)')
     parser.add_argument('--streams', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.streams:
@@ -497,13 +517,15 @@ def main(argv=None):
         systems = [*(peer_system(0) for s in args.systems if s == 'peer'),
                    *(peer_system(1) for s in args.systems if s == 'peer1'),
                    *(server_system(folder) for s in args.systems if s == 'server')]
-        priority_note = ''
-        if args.cpu_priority is not None:
-            if server_has_parameter('cpu_priority'):
-                systems.append(server_system(folder, args.cpu_priority))
+        notes = []
+        variants = args.variant + ([('cpu_priority', args.cpu_priority)]
+                                   if args.cpu_priority is not None else [])
+        for variant in variants:
+            if server_has_parameter(variant[0]):
+                systems.append(server_system(folder, variant))
             else:
-                priority_note = ('--cpu-priority skipped: this delen_server has no '
-                                 '`cpu_priority` parameter')
+                notes.append(f'skipped {variant[0]}={variant[1]}: this delen_server has no '
+                             f'`{variant[0]}` parameter')
         with open(folder / 'streams.log', 'w') as streams_log:
             streams_process = StreamProcess(streams_log)
             try:
@@ -526,8 +548,8 @@ def main(argv=None):
     print(f'{args.frames * args.scale:g} frames of the fastest stream per phase; '
           f'contention: {len(os.sched_getaffinity(0))} CPU-bound processes; final-exit test '
           f'accuracy {100 * exit_accuracy[-1]:.2f} %' if exit_accuracy else '')
-    if priority_note:
-        print(priority_note)
+    for note in notes:
+        print(note)
     print('\nWithin deadline (stamp to receipt), calm / contention / calm again:\n')
     print('\n'.join(summary_table(results, args.rows)))
     print('\nPer row and phase (in time and answered: % of frames published; latency, '
