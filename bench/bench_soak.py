@@ -42,12 +42,10 @@ import time
 from bench_ros_roundtrip import sensor_qos, server_executable, start_process, stop_process
 from bench_side_by_side import Receiver, Stream, StreamProcess
 from delen_ros.engine import fashion_mnist
-from delen_ros.msg import TenantStatus
 from plain_peer_node import input_topic
 import psutil
 from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.srv import (DescribeParameters, GetParameters, ListParameters,
-                                SetParameters)
+from rcl_interfaces.srv import GetParameters, SetParameters
 from sensor_msgs.msg import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
@@ -119,51 +117,14 @@ class Server:
         self.log.close()
 
 
-class Probe:
+class Probe(adversarial.ServerWatch):
     """Status, parameter services and a publisher for single bad images (this process)."""
 
     def __init__(self, receiver):
+        super().__init__(receiver.node, (LATENCY_TENANT, ACCURACY_TENANT))
         self.node = receiver.node
-        self.lock = threading.Lock()
-        self.status = {}
-        self.status_count = collections.Counter()
-        for tenant in (LATENCY_TENANT, ACCURACY_TENANT):
-            self.node.create_subscription(TenantStatus, f'/delen/{tenant}/status',
-                                          self._status_callback, 10)
         self.images = self.node.create_publisher(Image, input_topic(LATENCY_TENANT),
                                                  sensor_qos(LATENCY_BOUND_MS))
-        self.clients = {kind: self.node.create_client(kind, f'/delen_server/{name}')
-                        for kind, name in ((SetParameters, 'set_parameters'),
-                                           (GetParameters, 'get_parameters'),
-                                           (ListParameters, 'list_parameters'),
-                                           (DescribeParameters, 'describe_parameters'))}
-
-    def _status_callback(self, msg):
-        with self.lock:
-            self.status[msg.tenant] = msg
-            self.status_count[msg.tenant] += 1
-
-    def fresh_status(self, tenant, timeout=10.0):
-        """Return the first status of tenant published after this call (None on timeout)."""
-        with self.lock:
-            seen = self.status_count[tenant]
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with self.lock:
-                if self.status_count[tenant] > seen + 1:  # one more: sure to be newer
-                    return self.status[tenant]
-            time.sleep(0.02)
-        return None
-
-    def call(self, kind, request, timeout=SERVICE_TIMEOUT_S):
-        client = self.clients[kind]
-        if not client.wait_for_service(timeout_sec=timeout):
-            return None
-        future = client.call_async(request)
-        end = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < end:
-            time.sleep(0.002)
-        return future.result() if future.done() else None
 
 
 def wait_serving(streams, receiver, tag, timeout=START_TIMEOUT_S):
@@ -184,10 +145,11 @@ def soak_images(server, probe, streams, receiver, frames, rounds):
     tried, unexpected = 0, []
     for round_number in range(rounds):
         tag = f'class{round_number}'
+        probe.fresh_status(LATENCY_TENANT)  # counts every frame sent so far
         for number, image_class in enumerate(classes):
             outcome = adversarial.send_class(
                 image_class, frames[number], f'{tag}|{number}', publish=probe.images.publish,
-                fresh_status=lambda: probe.fresh_status(LATENCY_TENANT),
+                status=lambda: probe.latest_status(LATENCY_TENANT),
                 answered=lambda frame_id: any(a.frame == frame_id for a in
                                               receiver.of(LATENCY_TENANT, tag)),
                 stamp=lambda: probe.node.get_clock().now().to_msg())
@@ -195,6 +157,7 @@ def soak_images(server, probe, streams, receiver, frames, rounds):
             if not server.check('images', image_class.name):
                 outcome = 'crash'
                 wait_serving(streams, receiver, f'restart{server.starts}')
+                probe.fresh_status(LATENCY_TENANT)
             if outcome != image_class.expect:
                 unexpected.append(f'{image_class.name}: {outcome}')
     return tried, len(classes), unexpected
@@ -202,18 +165,9 @@ def soak_images(server, probe, streams, receiver, frames, rounds):
 
 # -- part 2: parameter fuzz ----------------------------------------------------------------
 
-def writable_descriptors(probe):
-    names = probe.call(ListParameters, ListParameters.Request())
-    if names is None:
-        return {}
-    described = probe.call(DescribeParameters,
-                           DescribeParameters.Request(names=list(names.result.names)))
-    return {d.name: d for d in described.descriptors if not d.read_only}
-
-
 def fuzz_parameters(server, probe, streams, receiver, rng):
     """Throw fuzz values at every writable parameter while both tenants stream."""
-    descriptors = writable_descriptors(probe)
+    descriptors = {n: d for n, d in probe.descriptors().items() if not d.read_only}
     requests = adversarial.fuzz_requests(descriptors, rng)
     start_values = probe.call(GetParameters, GetParameters.Request(names=list(descriptors)))
     originals = dict(zip(descriptors, start_values.values))
@@ -223,7 +177,8 @@ def fuzz_parameters(server, probe, streams, receiver, rng):
     streamer.start()
     try:
         for request in requests:
-            answer = probe.call(SetParameters, adversarial.set_request(request))
+            answer = probe.call(SetParameters, adversarial.set_request(request),
+                                timeout=SERVICE_TIMEOUT_S, process=server.process)
             if answer is None:
                 calls['no answer'] += 1
             else:

@@ -10,20 +10,23 @@ as the frame is counted in frames_received). None may take the server down.
 """
 
 import array
+import collections
 from dataclasses import dataclass
 import math
 import random
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from delen_ros.msg import TenantStatus
 import numpy as np
 from rcl_interfaces.msg import ParameterType
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters, SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-__all__ = ['ImageClass', 'POLICY_NAMES', 'fuzz_requests', 'fuzz_values', 'image_classes',
-           'policy_strings', 'send_class', 'set_request']
+__all__ = ['ImageClass', 'POLICY_NAMES', 'ServerWatch', 'fuzz_requests', 'fuzz_values',
+           'image_classes', 'policy_strings', 'send_class', 'set_request']
 
 UINT32_MAX = 2 ** 32 - 1
 # Policy names the fuzz draws from besides the server's own (unknown ones must be refused).
@@ -188,39 +191,49 @@ def _future(msg: Image, seconds: float) -> Image:
 
 
 def send_class(image_class: ImageClass, frame: np.ndarray, frame_id: str, *,
-               publish: Callable[[Image], None], fresh_status: Callable[[], Any],
+               publish: Callable[[Image], None], status: Callable[[], Any],
                answered: Callable[[str], bool], stamp: Callable[[], Any],
                timeout: float = 10.0) -> str:
     """
     Send one image of a class until the server counts it; return what the server did.
 
-    ``fresh_status()`` returns the tenant's next TenantStatus (None if none comes),
-    ``answered(frame_id)`` whether a final answer for that frame has arrived. The outcome is
-    the class's ``expect`` when the server behaved, else a word saying what it did.
+    ``status()`` returns the tenant's latest TenantStatus (None before the first), which must
+    already count every earlier frame; ``answered(frame_id)`` says whether a final answer
+    for that frame has arrived. The outcome is the class's ``expect`` when the server
+    behaved, else a word saying what it did.
     """
-    before = fresh_status()
+    before = status()
     if before is None:
         return 'no status'
+
+    def counted():
+        latest = status()
+        return latest if latest.frames_received > before.frames_received else None
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         publish(image_class.message(frame, frame_id=frame_id, stamp=stamp()))
-        status = fresh_status()
-        if status is None:
-            return 'no status'
-        if status.frames_received <= before.frames_received:
+        latest = _wait(counted, 1.0)
+        if latest is None:
             continue  # best effort: lost on the way, send it again
         if image_class.expect == 'accounted':
             return 'accounted'
-        if status.frames_rejected > before.frames_rejected:
+        if latest.frames_rejected > before.frames_rejected:
             return 'rejected'
         if image_class.expect == 'rejected':
             return 'not rejected'
-        while time.monotonic() < end:
-            if answered(frame_id):
-                return 'served'
-            time.sleep(0.02)
+        if _wait(lambda: answered(frame_id), end - time.monotonic()):
+            return 'served'
         return 'counted, not answered'
     return 'never counted'
+
+
+def _wait(predicate, timeout):
+    end = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < end:
+        time.sleep(0.01)
+        value = predicate()
+    return value
 
 
 def image_classes() -> Tuple[ImageClass, ...]:
@@ -317,3 +330,63 @@ def set_request(pairs: Sequence[Tuple[str, Any]]) -> SetParameters.Request:
     """Return a SetParameters request; each value typed as rclpy types Python values."""
     return SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()
                                              for name, value in pairs])
+
+
+class ServerWatch:
+    """The TenantStatus of some tenants and the server's parameter services, on a node."""
+
+    def __init__(self, node, tenants: Sequence[str], *, server: str = '/delen_server'):
+        self._lock = threading.Lock()
+        self._status: Dict[str, Any] = {}
+        self._count: Dict[str, int] = collections.Counter()
+        for tenant in tenants:
+            node.create_subscription(TenantStatus, f'/delen/{tenant}/status',
+                                     self._status_callback, 10)
+        self._clients = {kind: node.create_client(kind, f'{server}/{name}')
+                         for kind, name in ((SetParameters, 'set_parameters'),
+                                            (GetParameters, 'get_parameters'),
+                                            (ListParameters, 'list_parameters'),
+                                            (DescribeParameters, 'describe_parameters'))}
+
+    def _status_callback(self, msg) -> None:
+        with self._lock:
+            self._status[msg.tenant] = msg
+            self._count[msg.tenant] += 1
+
+    def latest_status(self, tenant: str):
+        """Return the tenant's latest status (None before the first)."""
+        with self._lock:
+            return self._status.get(tenant)
+
+    def fresh_status(self, tenant: str, timeout: float = 10.0):
+        """Return the first status of tenant published after this call (None on timeout)."""
+        with self._lock:
+            seen = self._count[tenant]
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                if self._count[tenant] > seen + 1:  # two on: the second is surely newer
+                    return self._status[tenant]
+            time.sleep(0.02)
+        return None
+
+    def call(self, kind, request, *, timeout: float = 60.0, process=None):
+        """Call a parameter service; None without an answer in time or once process ends."""
+        client = self._clients[kind]
+        if not client.wait_for_service(timeout_sec=timeout):
+            return None
+        future = client.call_async(request)
+        end = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < end and (
+                process is None or process.poll() is None):
+            time.sleep(0.002)
+        return future.result() if future.done() else None
+
+    def descriptors(self) -> Dict[str, Any]:
+        """Return every parameter's descriptor by name (empty if the server does not answer)."""
+        names = self.call(ListParameters, ListParameters.Request())
+        if names is None:
+            return {}
+        described = self.call(DescribeParameters,
+                              DescribeParameters.Request(names=list(names.result.names)))
+        return {} if described is None else {d.name: d for d in described.descriptors}

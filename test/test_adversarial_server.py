@@ -12,11 +12,11 @@ import threading
 import adversarial
 from delen_ros.engine import fashion_mnist
 from delen_ros.imaging import fill_image
-from delen_ros.msg import InferenceResult, TenantStatus
+from delen_ros.msg import InferenceResult
 from node_harness import Probe, start_node, stop_node, wait_for
 import pytest
 from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters, SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.duration import Duration
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -50,30 +50,22 @@ def server(tmp_path_factory):
     stop_node(process)
 
 
-class Client:
+class Client(adversarial.ServerWatch):
     """Publishes to both tenants; keeps their statuses and answers."""
 
     def __init__(self):
         self.probe = Probe('adversarial_client')
         node = self.probe.node
+        super().__init__(node, TENANTS)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                          deadline=Duration(seconds=1))
         self.publishers = {t: node.create_publisher(Image, f'/adversarial/{t}/image', qos)
                            for t in TENANTS}
         self.lock = threading.Lock()
         self.answered = {t: set() for t in TENANTS}
-        self.status_count = dict.fromkeys(TENANTS, 0)
-        self.status = {}
         for tenant in TENANTS:
             node.create_subscription(InferenceResult, f'/delen/{tenant}/result',
                                      self._result_callback, 50)
-            node.create_subscription(TenantStatus, f'/delen/{tenant}/status',
-                                     self._status_callback, 10)
-        self.clients = {kind: node.create_client(kind, f'/delen_server/{name}')
-                        for kind, name in ((SetParameters, 'set_parameters'),
-                                           (GetParameters, 'get_parameters'),
-                                           (ListParameters, 'list_parameters'),
-                                           (DescribeParameters, 'describe_parameters'))}
         self.frames, _ = fashion_mnist.load('test')
         self.count = 0
 
@@ -81,26 +73,6 @@ class Client:
         if msg.is_final:
             with self.lock:
                 self.answered[msg.tenant].add(msg.header.frame_id)
-
-    def _status_callback(self, msg):
-        with self.lock:
-            self.status[msg.tenant] = msg
-            self.status_count[msg.tenant] += 1
-
-    def fresh_status(self, tenant, timeout=10.0):
-        with self.lock:
-            seen = self.status_count[tenant]
-        fresh = wait_for(lambda: self.status_count[tenant] > seen + 1, timeout)
-        with self.lock:
-            return self.status[tenant] if fresh else None
-
-    def call(self, kind, request, process=None):
-        """Call a parameter service; None if the server process ends first."""
-        client = self.clients[kind]
-        assert client.wait_for_service(timeout_sec=60.0), f'{client.srv_name} not available'
-        future = client.call_async(request)
-        wait_for(lambda: future.done() or (process is not None and process.poll() is not None))
-        return future.result() if future.done() else None
 
     def now(self):
         return self.probe.node.get_clock().now().to_msg()
@@ -134,11 +106,12 @@ def test_every_image_class_once(server, client):
     classes = adversarial.image_classes()
     assert len(classes) >= 35
     wrong = []
+    assert client.fresh_status('fast'), 'no TenantStatus'  # counts the frames sent so far
     for number, image_class in enumerate(classes):
         outcome = adversarial.send_class(
             image_class, client.frames[number], f'class|{number}',
             publish=client.publishers['fast'].publish,
-            fresh_status=lambda: client.fresh_status('fast'),
+            status=lambda: client.latest_status('fast'),
             answered=lambda frame_id: frame_id in client.answered['fast'],
             stamp=client.now)
         assert process.poll() is None, f'{image_class.name} killed the server:\n' \
@@ -151,9 +124,7 @@ def test_every_image_class_once(server, client):
 
 def test_every_parameter_kind_once(server, client):
     process, log = server
-    names = client.call(ListParameters, ListParameters.Request()).result.names
-    descriptors = {d.name: d for d in client.call(
-        DescribeParameters, DescribeParameters.Request(names=list(names))).descriptors}
+    descriptors = client.descriptors()
     writable = [n for n, d in descriptors.items() if not d.read_only]
     kinds = {descriptors[n].type for n in writable}
     assert {'fast.policy', 'fast.latency_ms', 'fast.queue_size'} <= set(writable)
@@ -163,7 +134,7 @@ def test_every_parameter_kind_once(server, client):
                                          per_parameter=FUZZ_VALUES_PER_PARAMETER)
     requests += [[(f'{tenant}.policy', policy)] for tenant in TENANTS for policy in KILLERS]
     for request in requests:
-        answer = client.call(SetParameters, adversarial.set_request(request), process)
+        answer = client.call(SetParameters, adversarial.set_request(request), process=process)
         assert answer is not None and process.poll() is None, \
             f'{request} killed the server:\n{log.read_text()[-3000:]}'
         for result in answer.results:
