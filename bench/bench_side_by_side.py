@@ -316,9 +316,10 @@ def warm_up(streams_process, receiver, streams, system, tag, warmup_s):
         return bool(answers)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not all(ready(s) for s in streams):
-        if time.monotonic() > deadline:
-            raise SystemExit(f'{system.label}: no answers with the offered deadline within '
-                             f'{START_TIMEOUT_S:.0f} s')
+        if time.monotonic() > deadline:  # measure anyway: the table shows what it did
+            print(f'note: {system.label} did not answer every stream (with the offered '
+                  f'deadline as its bound) within {START_TIMEOUT_S:.0f} s', file=sys.stderr)
+            break
         streams_process.run(tag, 0.5)
     streams_process.run(tag, warmup_s)
 
