@@ -196,7 +196,7 @@ def fuzz_parameters(server, probe, streams, receiver, rng):
     restored = probe.call(SetParameters, restore)
     restored_ok = restored is not None and all(r.successful for r in restored.results)
     recovered = _answered(streams, receiver, 'restored')
-    return {'parameters': len(descriptors), 'calls': sum(calls.values()), **calls,
+    return {'parameters': len(descriptors), 'calls': len(requests), **calls,
             'answered with fuzzed values': fuzzed, 'restore accepted': restored_ok,
             'answered after restore': recovered}
 
@@ -301,7 +301,8 @@ def report(args, images, fuzz, load, result, server, started):
         print(f'| crash causes | {"; ".join(server.causes)} |')
     print(f'| parameter fuzz | {fuzz["parameters"]} writable parameters, {fuzz["calls"]} '
           f'set requests: {fuzz.get("accepted", 0)} accepted, {fuzz.get("refused", 0)} '
-          f'refused, {fuzz.get("no answer", 0)} unanswered |')
+          f'refused, {fuzz.get("no answer", 0)} unanswered ({fuzz.get("crash", 0)} of them '
+          f'ended the server) |')
     print(f'| answered with the fuzzed values in place (t0, t1) | '
           f'{", ".join(fuzz["answered with fuzzed values"].values())} |')
     print(f'| starting values restored / answered after (t0, t1) | '
@@ -317,8 +318,10 @@ def report(args, images, fuzz, load, result, server, started):
         print(f'| overload {name}: answers, share, in time; recovery | {t["answers"]}, '
               f'**{_pct(t["share"])}**, {_pct(t["in time"])}; {recovery} |')
     rate = {k: v / args.overload_s for k, v in result['published'].items()}
-    print(f'| overload rate achieved (frames/s per tenant) | '
-          f'{", ".join(f"{k} {v:.0f}" for k, v in sorted(rate.items()))} |')
+    answered = (t0['answers'] + t1['answers']) / args.overload_s
+    print(f'| overload: offered per tenant; answered in all (frames/s) | '
+          f'{", ".join(f"{k} {v:.0f}" for k, v in sorted(rate.items()))}; {answered:.0f} '
+          f'({sum(rate.values()) / answered if answered else float("inf"):.1f}× overload) |')
     if rss:
         print(f'| server RSS over the overload | {rss[0] / 2**20:.1f} → {rss[-1] / 2**20:.1f} MiB '
               f'(max {max(rss) / 2**20:.1f}); growth **{_pct(end_growth)}** at the end, '
