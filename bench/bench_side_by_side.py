@@ -331,7 +331,7 @@ class Cell:
     published: int
     answers: List[Answer]
     in_time: int
-    per_stream: Dict[str, Tuple[int, int]]
+    per_stream: Dict[str, 'Cell']
 
     def answered_pct(self):
         return 100.0 * len(self.answers) / self.published if self.published else float('nan')
@@ -347,7 +347,7 @@ def cell(receiver, streams, tag, published):
         met = sum(a.latency_ms <= stream.deadline_ms for a in got)
         answers += got
         in_time += met
-        per_stream[stream.tenant] = (met, published.get(stream.tenant, 0))
+        per_stream[stream.tenant] = Cell(published.get(stream.tenant, 0), got, met, {})
     return Cell(sum(published.get(s.tenant, 0) for s in streams), answers, in_time, per_stream)
 
 
@@ -424,19 +424,25 @@ def detail_table(results, rows):
     lines = ['| row | system | phase | answered % | in time % | p50 ms | p99 ms | accuracy % '
              '| mean exit |', '|---|---|---|---|---|---|---|---|---|']
     for key in rows:
+        name, streams = ROWS[key]
         for label, cells in results.items():
             for phase in PHASES:
-                c = cells[key, phase]
-                latency = [a.latency_ms for a in c.answers]
-                accuracy = (100.0 * statistics.mean(a.correct for a in c.answers)
-                            if c.answers else float('nan'))
-                exits = (statistics.mean(a.exit_index for a in c.answers)
-                         if c.answers else float('nan'))
-                lines.append(
-                    f'| {ROWS[key][0]} | {label} | {phase} | {_fmt(c.answered_pct())} | '
-                    f'{_fmt(c.in_time_pct())} | {_fmt(_p(latency, 50))} | '
-                    f'{_fmt(_p(latency, 99))} | {_fmt(accuracy)} | {_fmt(exits, 2)} |')
+                lines.append(_detail_line(name, label, phase, cells[key, phase]))
+                if 1 < len(streams) <= 3:  # the mixed row: each stream too
+                    lines += [_detail_line(f'· {s.rate_hz:g} Hz, {s.deadline_ms:g} ms', label,
+                                           phase, cells[key, phase].per_stream[s.tenant])
+                              for s in streams]
     return lines
+
+
+def _detail_line(name, label, phase, c):
+    latency = [a.latency_ms for a in c.answers]
+    accuracy = (100.0 * statistics.mean(a.correct for a in c.answers)
+                if c.answers else float('nan'))
+    exits = statistics.mean(a.exit_index for a in c.answers) if c.answers else float('nan')
+    return (f'| {name} | {label} | {phase} | {_fmt(c.answered_pct())} | '
+            f'{_fmt(c.in_time_pct())} | {_fmt(_p(latency, 50))} | {_fmt(_p(latency, 99))} | '
+            f'{_fmt(accuracy)} | {_fmt(exits, 2)} |')
 
 
 def summary_table(results, rows):
@@ -453,8 +459,8 @@ def summary_table(results, rows):
                 for label in labels:
                     shares = []
                     for phase in PHASES:
-                        met, sent = results[label][key, phase].per_stream[stream.tenant]
-                        shares.append(_fmt(100.0 * met / sent if sent else float('nan'), 0))
+                        shares.append(_fmt(results[label][key, phase].per_stream[
+                            stream.tenant].in_time_pct(), 0))
                     parts.append(' / '.join(shares) + ' %')
                 lines.append(f'| · {stream.rate_hz:g} Hz, {stream.deadline_ms:g} ms | '
                              + ' | '.join(parts) + ' |')
