@@ -34,6 +34,7 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -58,6 +59,7 @@ CALM_HZ = 30.0
 START_TIMEOUT_S = 90.0
 SERVICE_TIMEOUT_S = 10.0
 RECOVERY_MAX_S = 20.0
+CRASH_WAIT_S = 30.0
 
 
 def server_parameters(path):
@@ -173,7 +175,8 @@ def fuzz_parameters(server, probe, streams, receiver, rng):
     originals = dict(zip(descriptors, start_values.values))
     calls = collections.Counter()
     stop = threading.Event()
-    streamer = threading.Thread(target=_stream_until, args=(streams, 'fuzz', stop))
+    streamer = threading.Thread(target=_stream_until, args=(streams, 'fuzz', stop),
+                                daemon=True)
     streamer.start()
     try:
         for request in requests:
@@ -181,6 +184,10 @@ def fuzz_parameters(server, probe, streams, receiver, rng):
                                 timeout=SERVICE_TIMEOUT_S, process=server.process)
             if answer is None:
                 calls['no answer'] += 1
+                try:  # a dying server takes a while to exit: blame the right request
+                    server.process.wait(timeout=CRASH_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    pass
             else:
                 calls['accepted' if all(r.successful for r in answer.results)
                       else 'refused'] += 1
