@@ -8,6 +8,7 @@ waits there while idle and takes new frames between stages (``poll``), so a fram
 DDS to the network on one thread. Parameters, timers and status stay on the executor.
 """
 
+import collections
 import contextlib
 import threading
 import time
@@ -37,19 +38,22 @@ class ImageIntake:
     """
     A FrameSource (delen_ros.runtime.server) over a node's image subscriptions.
 
-    ``add(subscription, on_message)``: ``on_message(msg, received_s)`` runs on the worker for
-    every frame taken. ``taken`` counts frames; ``waits`` and ``wakeups`` count the worker's
-    waits and the wake-ups by another thread (the hand-overs left).
+    ``add(subscription, on_message)``: ``on_message(msg, transport_ms)`` runs on the worker
+    for every frame taken; ``transport_ms`` is the middleware's receive time minus the
+    publisher's source time (None when the middleware gives neither). ``waited_ms`` keeps the
+    last frames' time between reaching this process and being taken. ``taken`` counts frames;
+    ``waits`` and ``wakeups`` count the worker's waits and the wake-ups by another thread
+    (the hand-overs left).
     """
 
-    def __init__(self, node, clock_s: Callable[[], float]) -> None:
+    def __init__(self, node) -> None:
         self.group = NeverExecutedGroup()
         self._context = node.context
-        self._clock_s = clock_s
         self._entries: List[Tuple[object, Callable]] = []
         self._lock = threading.Lock()
         self._guard = GuardCondition(None, None, context=node.context)
         self.taken = self.waits = self.wakeups = 0
+        self.waited_ms = collections.deque(maxlen=1000)
 
     def add(self, subscription, on_message: Callable) -> None:
         """Serve ``subscription`` (created with ``callback_group=self.group``) from the worker."""
@@ -70,7 +74,13 @@ class ImageIntake:
                 if taken is None:
                     break
                 count += 1
-                on_message(taken[0], self._clock_s())
+                msg, info = taken
+                transport = None
+                source, received = info.get('source_timestamp'), info.get('received_timestamp')
+                if source and received:
+                    transport = (received - source) * 1e-6
+                    self.waited_ms.append((time.time_ns() - received) * 1e-6)
+                on_message(msg, transport)
         self.taken += count
         return count
 

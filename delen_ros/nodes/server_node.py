@@ -88,7 +88,7 @@ class ServerNode(Node):
         for spec in SERVER_PARAMETERS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         value = self._value
-        self._intake = ImageIntake(self, self._now_s)
+        self._intake = ImageIntake(self)
         self._server = InferenceServer.from_checkpoint(
             path=value('model') or None, profile=value('profile') or None,
             platform=value('platform') or None, threads=value('threads'),
@@ -170,13 +170,14 @@ class ServerNode(Node):
 
     # -- callbacks ---------------------------------------------------------------------------
 
-    def _image_callback(self, io: _TenantIo, msg: Image, received_s: float = None) -> None:
+    def _image_callback(self, io: _TenantIo, msg: Image,
+                        transport_ms: Optional[float] = None) -> None:
         """Decode and queue one image (on the runtime's worker, taken by ImageIntake)."""
         try:
             decoded = decode_image(msg, max_pixels=self._max_pixels)
             self._server.submit(io.name, decoded.pixels, stamp_s=_stamp_seconds(msg.header.stamp),
                                 frame_id=msg.header.frame_id, encoding=decoded.encoding,
-                                token=msg.header, received_s=received_s)
+                                token=msg.header, transport_ms=transport_ms)
         except ImageFormatError as error:
             self._server.record_rejected(io.name)
             self._reject(io, f'{error.reason}: {error}')

@@ -419,7 +419,7 @@ class InferenceServer:
     def submit(self, tenant: str, frame, *, stamp_s: Optional[float] = None,
                frame_id: str = '', encoding: Optional[str] = None,
                label: Optional[int] = None, token: Any = None,
-               received_s: Optional[float] = None) -> bool:
+               transport_ms: Optional[float] = None) -> bool:
         """
         Queue a frame of a tenant; thread-safe, never blocks on inference.
 
@@ -428,8 +428,8 @@ class InferenceServer:
         server is stopped (the frame is counted dropped). Raises InputError for a bad frame
         (counted rejected) and KeyError for an unknown tenant. ``token``: anything, handed
         back in the answer's ``token`` (two frames with one stamp keep their own).
-        ``received_s``: when the frame reached this process (server clock), to learn the
-        transport time the answer's delivery is estimated from.
+        ``transport_ms``: the frame's measured trip from its publisher to this process; the
+        answer's own trip back is estimated from it.
         """
         state = self._tenant(tenant)
         try:
@@ -442,8 +442,8 @@ class InferenceServer:
         if not math.isfinite(stamp):
             state.stats.rejected()
             raise InputError(f'stamp_s must be finite, got {stamp_s!r}')
-        if received_s is not None and stamp_s is not None:
-            self._hop_ms.update((received_s - stamp) * 1e3)
+        if transport_ms is not None:
+            self._hop_ms.update(transport_ms)
         config = state.config
         goal = config.goal
         deadline = None if goal.latency_ms is None else stamp + goal.latency_ms * 1e-3
