@@ -348,6 +348,8 @@ class Job:
         num_exits = executor.num_exits
         last = index == num_exits - 1
         active = self.active
+        if not active:
+            return []
         self.threads_changed |= apply_threads(self.threads)
         meter = executor.meter
         before_energy = meter.read() if meter.measured else meter.cpu_clock(self.threads)()

@@ -199,10 +199,13 @@ class ShareLedger:
 
     After every answer each tenant with work waiting earns its weight's share of that answer
     and the answered tenant pays one; a tenant whose credit reaches a whole answer is owed
-    one. Without overload queues are short and nobody stays owed.
+    one (it goes first when the most urgent frame can wait for it) and a tenant owed
+    ``STARVING`` answers goes first anyway. Without overload queues are short and nobody
+    stays owed.
     """
 
     _CAP = 4.0
+    STARVING = 2.0
 
     def __init__(self) -> None:
         self._weights: Dict[str, float] = {}

@@ -610,8 +610,12 @@ class InferenceServer:
         """Run a job stage by stage; put it aside when a more urgent frame arrives."""
         source = self._source
         while True:
+            for row in job.settle():
+                self._complete(row, job)
+            if job.done:
+                return
             try:
-                finished = job.settle() + job.step()
+                finished = job.step()
             except Exception as error:  # noqa: B902 - the batch failed as a whole
                 if len(job.active) > 1:  # retry each frame alone: a bad one fails alone
                     self._suspended.extend(job.split_rows())
@@ -665,7 +669,11 @@ class InferenceServer:
         owed = self._shares.owed(found)
         if owed is not None and found[owed][1] is not urgent[1]:
             chosen = found[owed][1]
-            if self._can_wait(urgent[1], self._work_ms(chosen), now):
+            if chosen is current or self._can_wait(urgent[1], self._work_ms(chosen), now):
+                return chosen
+            # Starving: it goes first at the next job boundary, never by preempting; the
+            # urgent frame then answers in time or, if it no longer can, is dropped unserved.
+            if current is None and self._shares.credit(owed) >= ShareLedger.STARVING:
                 return chosen
         return urgent[1]
 
@@ -899,7 +907,9 @@ class InferenceServer:
             return None
         job = Job(self.executor, [row], request.tensor, row.plan.threads)
         while not job.done:
-            for finished in job.settle() + job.step():
+            for finished in job.settle():
+                self._complete(finished, job)
+            for finished in job.step() if not job.done else ():
                 self._complete(finished, job)
         if row.final is None:
             return None
