@@ -93,8 +93,11 @@ class ImageIntake:
         self.waits += 1
         try:
             with contextlib.ExitStack() as stack:
-                handles = [stack.enter_context(s.handle) for s, _ in entries]
-                guard = stack.enter_context(self._guard.handle)
+                handles = [s.handle for s, _ in entries]
+                for handle in handles:
+                    stack.enter_context(handle)
+                guard = self._guard.handle
+                stack.enter_context(guard)
                 wait_set = _rclpy.WaitSet(len(handles), 1, 0, 0, 0, 0, self._context.handle)
                 for handle in handles:
                     wait_set.add_subscription(handle)
