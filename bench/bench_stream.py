@@ -28,7 +28,8 @@ import time
 from ament_index_python.packages import get_package_prefix
 from delen_ros.engine import fashion_mnist
 from delen_ros.imaging import fill_image
-from delen_ros.msg import InferenceResult
+from delen_ros.msg import InferenceResult, TenantStatus
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
 from rclpy.duration import Duration
@@ -74,6 +75,9 @@ class Streams:
         self.sent = {}
         self.answers = []
         self.lock = threading.Lock()
+        self.status = {}
+        self.server_values = {}
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics_callback, 10)
         for number, (_, deadline) in enumerate(tenants):
             offered = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                                  reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -82,7 +86,17 @@ class Streams:
                                                          offered))
             node.create_subscription(InferenceResult, f'/delen/t{number}/result',
                                      self._answer_callback, 50)
+            node.create_subscription(TenantStatus, f'/delen/t{number}/status',
+                                     self._status_callback, 10)
         del qos
+
+    def _diagnostics_callback(self, msg):
+        for status in msg.status:
+            if status.name == 'delen_server':
+                self.server_values = {kv.key: kv.value for kv in status.values}
+
+    def _status_callback(self, msg):
+        self.status[msg.tenant] = msg
 
     def _answer_callback(self, msg):
         now = time.time()
@@ -147,6 +161,16 @@ def report(streams, counts_by_phase, phases):
                   f'{percentile([a[3].delivery_ms for a in answers], 50):.2f} | '
                   f'{100 * statistics.mean(accuracy) if accuracy else float("nan"):.1f} | '
                   f'{statistics.mean(a[3].exit_index for a in answers) if answers else 0:.2f} |')
+    for name, status in sorted(streams.status.items()):
+        print(f'{name} server counts: received {status.frames_received}, served '
+              f'{status.frames_served}, dropped {status.frames_dropped} (queue '
+              f'{status.dropped_queue}, infeasible {status.dropped_infeasible}), rejected '
+              f'{status.frames_rejected}, failed {status.frames_failed}')
+    values = streams.server_values
+    keys = ('delivery_ms', 'intake_wait_ms_p50', 'worker_waits', 'worker_wakeups',
+            'frames_taken_by_worker', 'preemptions', 'batches', 'batched_frames',
+            'frames_failed', 'cpu_priority')
+    print('server: ' + ', '.join(f'{key} {values[key]}' for key in keys if key in values))
     print(f'\nserving-path overhead ({phases[0]}: stamp-to-receipt - compute): '
           f'p50 {percentile(overhead, 50):.2f} ms, p99 {percentile(overhead, 99):.2f} ms')
 

@@ -108,6 +108,11 @@ class ImageIntake:
                 raise
             time.sleep(timeout)
 
+    def waited_p50(self) -> str:
+        """Median time recent frames waited between reaching this process and being taken."""
+        waited = sorted(self.waited_ms)
+        return f'{waited[len(waited) // 2]:.2f}' if waited else ''
+
     def wake(self) -> None:
         """Make the worker's wait return (from any thread)."""
         self.wakeups += 1

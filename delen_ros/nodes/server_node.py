@@ -413,6 +413,8 @@ class ServerNode(Node):
             'delivery_ms': f'{server.delivery_ms:.2f}',
             'cpu_priority': server.priority_report or server.cpu_priority,
             'frames_taken_by_worker': self._intake.taken,
+            'intake_wait_ms_p50': self._intake.waited_p50(),
+            'worker_waits': self._intake.waits, 'worker_wakeups': self._intake.wakeups,
         }
         level, message = DiagnosticStatus.OK, f'serving {len(self._tenants)} tenants'
         if not server.serving:
