@@ -1,6 +1,6 @@
 """The server's composition: base goals x the governor's adjustments -> effective goals."""
 
-from delen_ros.governor import AdjustedGoals, Adjustment, adjust_goal
+from delen_ros.governor import adjust_goal, AdjustedGoals, Adjustment
 from delen_ros.runtime import Goal
 import pytest
 

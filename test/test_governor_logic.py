@@ -1,8 +1,8 @@
 """Governor rules: power states, hysteresis, thermal relaxation, staleness, bad inputs."""
 
-
-from delen_ros.governor import (Adjustment, Governor, GovernorConfig, IGNORE_REASONS, POWER_SUPPLY_STATUS_CHARGING,
-                                POWER_SUPPLY_STATUS_FULL, PowerState, ThermalState)
+from delen_ros.governor import (Adjustment, Governor, GovernorConfig, IGNORE_REASONS,
+                                POWER_SUPPLY_STATUS_CHARGING, POWER_SUPPLY_STATUS_FULL,
+                                PowerState, ThermalState)
 import numpy as np
 import pytest
 

@@ -5,7 +5,7 @@ Battery / thermal governor (no ROS import).
 ``AdjustedGoals`` is the server's side: base goals x adjustments -> effective goals.
 """
 
-from .adjustment import ALL_TENANTS, AdjustedGoals, Adjustment, adjust_goal
+from .adjustment import adjust_goal, AdjustedGoals, Adjustment, ALL_TENANTS
 from .config import (GovernorConfig, POWER_SUPPLY_STATUS_CHARGING, POWER_SUPPLY_STATUS_FULL,
                      PowerState, ThermalState)
 from .governor import Governor, GovernorDecision, IGNORE_REASONS

@@ -280,9 +280,8 @@ class Governor:
             reasons.append('ignored readings: ' + ', '.join(
                 f'{reason} {count}' for reason, count in ignored.items()))
         # The message's reason names only the inputs that adjust something.
-        reason = '; '.join(text for text, part in ((power_reason, power_adjustment),
-                                                    (thermal_reason, thermal_adjustment))
-                           if not part.is_identity)
+        parts = ((power_reason, power_adjustment), (thermal_reason, thermal_adjustment))
+        reason = '; '.join(text for text, part in parts if not part.is_identity)
         stale = tuple(name for name, is_stale in (('battery', battery_stale),
                                                   ('temperature', temperature_stale))
                       if is_stale)

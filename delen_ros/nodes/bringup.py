@@ -68,6 +68,11 @@ class DemoRecorder(Node):
         with self._lock:
             self.status[msg.tenant] = msg
 
+    def timeline(self) -> Dict[str, List[ResultPoint]]:
+        """Copy of the results so far (the executor keeps adding while the report is made)."""
+        with self._lock:
+            return {name: list(points) for name, points in self.points.items()}
+
     def rows(self) -> List[StatusRow]:
         """Last status of each tenant as table rows."""
         with self._lock:
@@ -76,7 +81,10 @@ class DemoRecorder(Node):
                 frames_served=s.frames_served, frames_dropped=s.frames_dropped,
                 frames_rejected=s.frames_rejected, deadline_met_ratio=s.deadline_met_ratio,
                 accuracy=s.accuracy, labelled_frames=s.labelled_frames, mean_exit=s.mean_exit,
-                energy_mean_mj=s.energy_mean_mj, energy_measured=s.energy_measured)
+                energy_mean_mj=s.energy_mean_mj, energy_measured=s.energy_measured,
+                latency_bound_ms=(s.base_latency_bound_ms, s.latency_bound_ms),
+                min_accuracy=(s.base_min_accuracy, s.min_accuracy),
+                energy_bound_mj=(s.base_energy_bound_mj, s.energy_bound_mj))
                 for _, s in sorted(self.status.items())]
 
 
@@ -170,5 +178,5 @@ def _report(recorder: DemoRecorder, output_dir: Path, elapsed_s: float) -> None:
     print(f'\ndelen_ros demo: {elapsed_s:.0f} s, {len(rows)} tenants '
           f'(energy figures are estimated unless marked measured)\n')
     print(format_table(rows))
-    path = plot_timeline(recorder.points, Path(output_dir) / 'demo.png')
+    path = plot_timeline(recorder.timeline(), Path(output_dir) / 'demo.png')
     print(f'\nplot: {os.path.abspath(path)}')

@@ -84,7 +84,7 @@ class BudgetAdjustments:
                                      f'(base {self.goals.base(tenant)}; {why})')
 
     def status_fields(self, tenant: str) -> Dict[str, object]:
-        """TenantStatus fields of the base bounds and the adjustment's reason (0: none)."""
+        """Return the TenantStatus fields of the base bounds and the adjustment's reason."""
         base = self.goals.base(tenant)
         return {'base_latency_bound_ms': float(base.latency_ms or 0.0),
                 'base_min_accuracy': float(base.min_accuracy or 0.0),

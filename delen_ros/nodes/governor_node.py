@@ -10,7 +10,7 @@ The server applies it on top of its own parameters, which the governor never tou
 
 from delen_ros.governor import ALL_TENANTS, Governor, GovernorConfig
 from delen_ros.msg import BudgetAdjustment
-from delen_ros.nodes.budget_adjustments import ADJUSTMENT_TOPIC, adjustment_qos
+from delen_ros.nodes.budget_adjustments import adjustment_qos, ADJUSTMENT_TOPIC
 from delen_ros.nodes.descriptors import bool_parameter, float_parameter, string_parameter
 from delen_ros.nodes.spin import run_node
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
