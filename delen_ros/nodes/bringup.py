@@ -68,11 +68,6 @@ class DemoRecorder(Node):
         with self._lock:
             self.status[msg.tenant] = msg
 
-    def timeline(self) -> Dict[str, List[ResultPoint]]:
-        """Copy of the results so far (the executor keeps adding while the report is made)."""
-        with self._lock:
-            return {name: list(points) for name, points in self.points.items()}
-
     def rows(self) -> List[StatusRow]:
         """Last status of each tenant as table rows."""
         with self._lock:
@@ -180,5 +175,5 @@ def _report(recorder: DemoRecorder, output_dir: Path, elapsed_s: float) -> None:
     print(f'\ndelen_ros demo: {elapsed_s:.0f} s, {len(rows)} tenants '
           f'(energy figures are estimated unless marked measured)\n')
     print(format_table(rows))
-    path = plot_timeline(recorder.timeline(), Path(output_dir) / 'demo.png')
+    path = plot_timeline(recorder.points, Path(output_dir) / 'demo.png')
     print(f'\nplot: {os.path.abspath(path)}')
