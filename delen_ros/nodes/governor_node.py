@@ -8,6 +8,8 @@ the periodic message is also the heartbeat the server's ``adjustment_timeout_s``
 The server applies it on top of its own parameters, which the governor never touches.
 """
 
+from typing import Any, Dict
+
 from delen_ros.governor import ALL_TENANTS, Governor, GovernorConfig
 from delen_ros.msg import BudgetAdjustment
 from delen_ros.nodes.budget_adjustments import adjustment_qos, ADJUSTMENT_TOPIC
@@ -54,36 +56,37 @@ class GovernorNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(kwargs.pop('node_name', 'delen_governor'), **kwargs)
-        self._declare_parameters()
-        value = self._value
+        value = self._declare_parameters()
         self._governor = Governor(GovernorConfig(
-            **{name: value(name) for name, *_ in _RULES + _FLAGS},
-            plausible_temperature_c=(value('plausible_min_c'), value('plausible_max_c'))))
+            **{name: value[name] for name, *_ in _RULES + _FLAGS},
+            plausible_temperature_c=(value['plausible_min_c'], value['plausible_max_c'])))
         self._decision = None
         self._bad_messages = 0
         group = MutuallyExclusiveCallbackGroup()  # the Governor is not thread-safe
-        self.create_subscription(BatteryState, value('battery_topic'), self._battery_callback,
+        self.create_subscription(BatteryState, value['battery_topic'], self._battery_callback,
                                  qos_profile_sensor_data, callback_group=group)
-        self.create_subscription(Temperature, value('temperature_topic'),
+        self.create_subscription(Temperature, value['temperature_topic'],
                                  self._temperature_callback, qos_profile_sensor_data,
                                  callback_group=group)
         self._adjustments = self.create_publisher(BudgetAdjustment, ADJUSTMENT_TOPIC,
                                                   adjustment_qos())
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(value('decision_period_s'), self._decision_callback,
+        self.create_timer(value['decision_period_s'], self._decision_callback,
                           callback_group=group)
-        self.create_timer(value('diagnostics_period_s'), self._diagnostics_callback,
+        self.create_timer(value['diagnostics_period_s'], self._diagnostics_callback,
                           callback_group=group)
         self.get_logger().info(
-            f'adjusting budgets from {value("battery_topic")} and {value("temperature_topic")} '
+            f"adjusting budgets from {value['battery_topic']} and {value['temperature_topic']} "
             f'on {self._adjustments.topic_name} (stale after '
             f'{self._governor.config.stale_after_s:g} s)')
 
-    def _value(self, name: str):
-        return self.get_parameter(name).value
+    def _declare_parameters(self) -> Dict[str, Any]:
+        """Declare every parameter; return their values by name."""
+        values = {}
 
-    def _declare_parameters(self) -> None:
-        declare = self.declare_parameter
+        def declare(name, default, descriptor):
+            values[name] = self.declare_parameter(name, default, descriptor).value
+
         defaults = GovernorConfig()
         declare('battery_topic', '/battery_state', string_parameter(
             'sensor_msgs/BatteryState topic (percentage 0..1)', read_only=True))
@@ -105,6 +108,7 @@ class GovernorNode(Node):
             'hotter readings are ignored, C', 50.0, 300.0, 0.1, read_only=True))
         for name, text in _FLAGS:
             declare(name, bool(getattr(defaults, name)), bool_parameter(text, read_only=True))
+        return values
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
