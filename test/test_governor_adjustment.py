@@ -76,8 +76,9 @@ def test_base_goals_adjustments_and_timeout():
     assert sorted(changed) == ['arm', 'nav']
     assert runtime.goals['nav'].latency_ms == pytest.approx(30.0)
     assert runtime.goals['arm'].min_accuracy == pytest.approx(0.87)
-    assert goals.reason('nav') == ('temperature 80.0 C: hot (latency x1.50, '
-                                   'min_accuracy -0.03)')
+    assert goals.reason('nav') == 'temperature 80.0 C: hot'
+    assert goals.receive('', HOT, '', now_s=10.0) == []  # no reason given: described
+    assert goals.reason('nav') == 'latency x1.50, min_accuracy -0.03'
     # The heartbeat: the same adjustment again changes nothing but keeps it alive.
     assert goals.receive('', HOT, 'temperature 80.0 C: hot', now_s=14.0) == []
     assert goals.expire(18.0) == []

@@ -224,7 +224,7 @@ class AdjustedGoals:
             received = self._in_force(tenant)
             if received.adjustment.is_identity:
                 return ''
-            return f'{received.reason or "adjusted"} ({received.adjustment.describe()})'
+            return received.reason or received.adjustment.describe()
 
     def describe(self, now_s: float) -> str:
         """Return the state of the adjustments for diagnostics."""
