@@ -5,8 +5,9 @@ Check that without battery or temperature the server's budgets stay its configur
 Starts the installed ``bringup`` (server and governor; no cameras, no power trace) with a
 parameter file (default: the installed config/three_tenants.yaml). Once every tenant reports,
 for ``--duration`` seconds it checks every TenantStatus (effective bounds equal to the base
-bounds, no adjustment reason) and, once a second, the tenants' budget parameters (the values of
-the file). Prints a summary line per tenant; exit status 1 on any difference.
+bounds, no adjustment reason), the governor's /diagnostics (no adjustment) and, once a second,
+the tenants' budget parameters (the values of the file). Prints a summary line per tenant;
+exit status 1 on any difference.
 
 Usage: bench/check_budgets_idle.py [--duration 60] [--config FILE]
 Run it where rclpy is importable (``source tools/env.sh``), in a ROS_DOMAIN_ID of your own.
@@ -25,6 +26,7 @@ from ament_index_python.packages import get_package_prefix, get_package_share_di
 from delen_ros.msg import TenantStatus
 from delen_ros.nodes.config_file import node_sections
 from delen_ros.nodes.parameters import tenant_defaults
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import GetParameters
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -50,8 +52,20 @@ class Watcher:
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         for tenant, topic in tenants.items():
             node.create_subscription(TenantStatus, topic, self._status_callback, reliable)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics_callback, 10)
         self.client = node.create_client(GetParameters, '/delen_server/get_parameters')
         self.checking = False
+        self.governor_reports = 0  # the governor runs, and says it adjusts nothing
+
+    def _diagnostics_callback(self, msg):
+        for status in msg.status:
+            if status.name != 'delen_governor' or not self.checking:
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            with self.lock:
+                self.governor_reports += 1
+                if values.get('adjustment', 'no adjustment') != 'no adjustment':
+                    self.problems.append(f'governor: {values["adjustment"]}')
 
     def _status_callback(self, msg):
         with self.lock:
@@ -140,9 +154,12 @@ def main():
         rclpy.try_shutdown()
     for tenant, count in watcher.statuses.items():
         print(f'{tenant}: {count} TenantStatus checked')
-    print(f'{watcher.reads} parameter reads of {len(expected)} budgets')
+    print(f'{watcher.reads} parameter reads of {len(expected)} budgets; '
+          f'{watcher.governor_reports} governor diagnostics')
     problems = watcher.problems + [f'{t}: no TenantStatus' for t, n in watcher.statuses.items()
                                    if not n]
+    if not watcher.governor_reports:
+        problems.append('no diagnostics from delen_governor: is it running?')
     if code != 0:
         problems.append(f'bringup exited with {code}')
     for problem in problems[:20]:
