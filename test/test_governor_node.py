@@ -23,6 +23,8 @@ from sensor_msgs.msg import BatteryState, Image, Temperature
 
 pytestmark = pytest.mark.ros
 
+STARTUP_TIMEOUT_S = 180.0
+
 SERVER_CONFIG = """delen_server:
   ros__parameters:
     tenants: [alpha, beta]
@@ -71,6 +73,8 @@ class Robot:
                                  self._result_callback, reliable)
         node.create_subscription(BudgetAdjustment, '/delen/budget_adjustment',
                                  self._adjustment_callback, adjustment_qos(depth=10))
+        self.adjustment = node.create_publisher(BudgetAdjustment, '/delen/budget_adjustment',
+                                                adjustment_qos())
         node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics_callback,
                                  50)
         self.get_client = node.create_client(GetParameters, '/delen_server/get_parameters')
@@ -121,10 +125,13 @@ class Robot:
         return self.status[tenant]
 
     def wait_deadline(self, deadline_ms):
-        """Wait for a result served under the given deadline; return it."""
+        """Wait for a result from now on served under the given deadline; return it."""
+        with self.lock:
+            start = len(self.results)
+
         def found():
             with self.lock:
-                return next((r for r in reversed(self.results)
+                return next((r for r in self.results[start:]
                              if math.isclose(r.deadline_ms, deadline_ms, rel_tol=1e-5)), None)
         result = wait_for(found, interval=0.05)
         assert result, f'no result with deadline_ms {deadline_ms}; last ' \
@@ -165,6 +172,10 @@ def stack(tmp_path):
         '-p', 'decision_period_s:=0.2', '-p', 'diagnostics_period_s:=0.2',
         log_path=tmp_path / 'governor.log')
     robot = Robot()
+    # Both processes up (importing torch takes a while on a busy machine), then the test.
+    # (no assertion here: the test's own waits report, and the teardown below always runs)
+    wait_for(lambda: len(robot.status) == 2 and 'delen_governor' in robot.governor_status,
+             timeout=STARTUP_TIMEOUT_S)
     yield robot, governor, tmp_path
     robot.close()
     governor_code = stop_node(governor)
@@ -220,6 +231,19 @@ def test_governor_adjusts_on_top_of_the_servers_budgets(stack):
     robot.wait_deadline(60.0)
     values = robot.wait_diagnostic('delen_server', lambda v: 'lapsed' in v['budget_adjustment'])
     assert 'base budgets' in values['budget_adjustment']
+
+    # Another publisher: an adjustment for one tenant applies to it alone; a bad one is refused.
+    robot.adjustment.publish(BudgetAdjustment(tenant='beta', latency_scale=1.0,
+                                              accuracy_relaxation=0.1, energy_scale=1.0))
+    robot.wait_status('beta', min_accuracy=0.8, base_min_accuracy=0.9,
+                      adjustment_reason='min_accuracy -0.1')
+    assert robot.status['alpha'].latency_bound_ms == 60.0
+    robot.adjustment.publish(BudgetAdjustment(tenant='alpha', latency_scale=0.0,
+                                              accuracy_relaxation=0.0, energy_scale=1.0))
+    values = robot.wait_diagnostic('delen_server', lambda v: v['adjustments_rejected'] == '1')
+    assert 'latency_scale must be in [0.01, 100], got 0' in values['last_adjustment_rejection']
+    robot.wait_status('beta', min_accuracy=0.9, adjustment_reason='')  # lapsed again
+    robot.wait_deadline(60.0)
     log = (folder / 'governor.log').read_text()
     # State changes are logged once each, not at every decision.
     assert log.count('battery: none heard yet') == 1, log
