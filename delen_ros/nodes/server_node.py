@@ -9,6 +9,7 @@ publish, so inference never blocks other callbacks.
 import collections
 import functools
 import threading
+import time
 from typing import Dict, List, Optional
 
 from builtin_interfaces.msg import Time
@@ -18,6 +19,7 @@ from delen_ros.imaging import decode_image, ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
                                          string_array_parameter, string_parameter)
+from delen_ros.nodes.frame_time import FrameClock
 from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
                                         tenant_parameter, TENANT_PARAMETERS)
 from delen_ros.nodes.spin import run_node
@@ -25,6 +27,7 @@ from delen_ros.runtime import available_policies, InferenceServer, InputError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
@@ -42,6 +45,12 @@ except ImportError:  # pragma: no cover - older builds
 
 __all__ = ['ServerNode', 'main']
 
+_STAMP_WARNINGS = {
+    'zero': 'images with a zero stamp are taken as stamped on arrival',
+    'future': 'image stamps lie in the future (clock skew between hosts?); clamped to now',
+    'stale': 'image stamps are already older than the latency bound on arrival; answered '
+             'late (clock skew, or a slow link?)',
+}
 # A deadline this long (or DDS 'infinite') means the publisher offers none.
 _NO_DEADLINE_NS = 10 ** 15
 _HEADERS_KEPT = 256
@@ -62,10 +71,6 @@ def descriptor(spec) -> ParameterDescriptor:
     return string_parameter(spec.description, choices=spec.choices, read_only=spec.read_only)
 
 
-def _stamp_seconds(stamp: Time) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 class _TenantIo:
     """One tenant's topics, QoS event counts and the source headers of frames in flight."""
 
@@ -79,6 +84,8 @@ class _TenantIo:
         self.last_rejection = ''
         self.headers: 'collections.OrderedDict[float, object]' = collections.OrderedDict()
         self.lock = threading.Lock()
+        self.frame_clock = FrameClock()
+        self.stamp_warned: set = set()
         self.result_publisher = None
         self.status_publisher = None
 
@@ -106,7 +113,7 @@ class ServerNode(Node):
         self._server = InferenceServer.from_checkpoint(
             path=value('model') or None, profile=value('profile') or None,
             platform=value('platform') or None, threads=value('threads'),
-            clock=self._now_s, on_result=self._result_callback)
+            clock=time.monotonic, on_result=self._result_callback)
         self._max_pixels = value('max_image_pixels')
         self._fallback_latency_ms = value('fallback_latency_ms')
         self._policies = available_policies()
@@ -116,9 +123,12 @@ class ServerNode(Node):
             self._add_tenant(str(name))
         self.add_on_set_parameters_callback(self._parameters_callback)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # Steady timers: with use_sim_time and no (or a slow) /clock, reports keep coming.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(value('status_period_s'), self._status_callback,
-                          callback_group=self._timer_group)
-        self.create_timer(0.5, self._publishers_callback, callback_group=self._timer_group)
+                          callback_group=self._timer_group, clock=steady)
+        self.create_timer(0.5, self._publishers_callback, callback_group=self._timer_group,
+                          clock=steady)
         self._server.start()
         meter = self._server.meter
         self.get_logger().info(
@@ -130,9 +140,6 @@ class ServerNode(Node):
 
     def _value(self, name: str):
         return self.get_parameter(name).value
-
-    def _now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
 
     def _add_tenant(self, name: str) -> None:
         io = _TenantIo(name)
@@ -178,10 +185,11 @@ class ServerNode(Node):
     def _image_callback(self, io: _TenantIo, msg: Image) -> None:
         try:
             decoded = decode_image(msg, max_pixels=self._max_pixels)
-            stamp_s = _stamp_seconds(msg.header.stamp)
-            io.remember(stamp_s, msg.header)
-            self._server.submit(io.name, decoded.pixels, stamp_s=stamp_s,
-                                frame_id=msg.header.frame_id, encoding=decoded.encoding)
+            arrival = self._arrival(io, msg.header.stamp)
+            io.remember(arrival.runtime_stamp_s, msg.header)
+            self._server.submit(io.name, decoded.pixels, stamp_s=arrival.runtime_stamp_s,
+                                frame_id=msg.header.frame_id, encoding=decoded.encoding,
+                                label=arrival.label)
         except ImageFormatError as error:
             self._server.record_rejected(io.name)
             self._reject(io, f'{error.reason}: {error}')
@@ -191,6 +199,17 @@ class ServerNode(Node):
             self._server.record_rejected(io.name)
             self._reject(io, f'unexpected: {type(error).__name__}: {error}')
 
+    def _arrival(self, io: _TenantIo, stamp: Time):
+        """Place a source stamp on the runtime's clock; warn once per kind of odd stamp."""
+        arrival = io.frame_clock.arrival(
+            stamp.sec * 10 ** 9 + stamp.nanosec, self.get_clock().now().nanoseconds,
+            bound_ms=self._goal_of(io.name).latency_ms)
+        if arrival.check and arrival.check not in io.stamp_warned:
+            io.stamp_warned.add(arrival.check)
+            self.get_logger().warning(f'tenant {io.name}: {_STAMP_WARNINGS[arrival.check]} '
+                                      f'(warned once; counted in stamps_{arrival.check})')
+        return arrival
+
     def _reject(self, io: _TenantIo, text: str) -> None:
         io.last_rejection = text
         self.get_logger().warning(f'tenant {io.name}: rejected image: {text}',
@@ -198,7 +217,11 @@ class ServerNode(Node):
 
     def _ground_truth_callback(self, io: _TenantIo, msg) -> None:
         try:
-            self._server.record_label(io.name, _stamp_seconds(msg.header.stamp), msg.class_id)
+            stamp = msg.header.stamp
+            runtime_stamp = io.frame_clock.label(stamp.sec * 10 ** 9 + stamp.nanosec,
+                                                 msg.class_id)
+            if runtime_stamp is not None:
+                self._server.record_label(io.name, runtime_stamp, msg.class_id)
         except Exception as error:  # noqa: B902
             self.get_logger().warning(f'tenant {io.name}: bad ground truth: {error}',
                                       throttle_duration_sec=5.0)
@@ -211,7 +234,8 @@ class ServerNode(Node):
         self.get_logger().warning(
             f'tenant {io.name}: a publisher on {io.values["input_topic"]} offers an incompatible '
             f'QoS (policy id {event.last_policy_kind}); this node requests a deadline of '
-            f'{io.values["input_deadline_ms"]} ms', throttle_duration_sec=10.0)
+            f'{io.values["input_deadline_ms"]} ms (input_deadline_ms; 0 requests none)',
+            throttle_duration_sec=10.0)
 
     def _result_callback(self, result) -> None:
         """Publish one answer; called from the runtime's worker thread."""
@@ -344,7 +368,10 @@ class ServerNode(Node):
             accuracy=float(snapshot.accuracy), labelled_frames=snapshot.labelled,
             latency_bound_ms=float(goal.latency_ms or 0.0),
             min_accuracy=float(goal.min_accuracy or 0.0),
-            energy_bound_mj=float(goal.energy_mj or 0.0))
+            energy_bound_mj=float(goal.energy_mj or 0.0),
+            dropped_queue=snapshot.dropped_queue, dropped_infeasible=snapshot.dropped_infeasible,
+            dropped_shutdown=snapshot.dropped_shutdown, frames_late=_late(snapshot),
+            **{f'stamps_{check}': count for check, count in io.frame_clock.counts.items()})
 
     def _goal_of(self, name: str):
         return next(t.goal for t in self._server.tenants() if t.name == name)
@@ -363,7 +390,13 @@ class ServerNode(Node):
             problems.append(f'{snapshot.rejected} bad images (last: {io.last_rejection})')
         if snapshot.received and snapshot.dropped > 0.5 * snapshot.received:
             level = max(level, DiagnosticStatus.WARN)
-            problems.append(f'{snapshot.dropped} of {snapshot.received} frames dropped')
+            problems.append(f'{snapshot.dropped} of {snapshot.received} frames dropped '
+                            f'({snapshot.dropped_queue} queue full, {snapshot.dropped_infeasible} '
+                            f'infeasible, {snapshot.dropped_shutdown} shutdown)')
+        if snapshot.served and _late(snapshot) > 0.5 * snapshot.served:
+            level = max(level, DiagnosticStatus.WARN)
+            problems.append(f'{_late(snapshot)} of {snapshot.served} frames answered late: '
+                            'no exit meets the bound')
         if io.incompatible_qos:
             level = max(level, DiagnosticStatus.WARN)
             problems.append('incompatible QoS offered on the input topic')
@@ -372,7 +405,10 @@ class ServerNode(Node):
             'input_topic': io.values['input_topic'],
             'offered_deadline_ms': '' if io.qos_deadline_ms is None else f'{io.qos_deadline_ms}',
             'received': snapshot.received, 'served': snapshot.served,
-            'dropped': snapshot.dropped, 'rejected': snapshot.rejected,
+            'dropped': snapshot.dropped, 'dropped_queue': snapshot.dropped_queue,
+            'dropped_infeasible': snapshot.dropped_infeasible,
+            'dropped_shutdown': snapshot.dropped_shutdown, 'late': _late(snapshot),
+            'on_infeasible': io.values['on_infeasible'], 'rejected': snapshot.rejected,
             'last_rejection': io.last_rejection,
             'deadline_met_ratio': f'{met:.3f}', 'latency_p99_ms': f'{snapshot.latency_p99_ms:.2f}',
             'mean_exit': f'{snapshot.mean_exit:.2f}',
@@ -380,6 +416,7 @@ class ServerNode(Node):
             'energy_measured': snapshot.energy_measured, 'accuracy': f'{snapshot.accuracy:.4f}',
             'input_deadline_missed': io.deadline_missed,
             'incompatible_qos': io.incompatible_qos,
+            **{f'stamps_{check}': count for check, count in io.frame_clock.counts.items()},
         }
         return DiagnosticStatus(
             level=level, name=f'delen_server: tenant {io.name}',
@@ -405,6 +442,11 @@ class ServerNode(Node):
         """Stop the runtime's worker before the node goes."""
         self._server.stop(timeout=5.0)
         super().destroy_node()
+
+
+def _late(snapshot) -> int:
+    """Frames answered although no exit could meet their bound (the others were dropped)."""
+    return snapshot.infeasible - snapshot.dropped_infeasible
 
 
 def _header(stamp) -> Header:
