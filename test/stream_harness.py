@@ -60,13 +60,13 @@ class Stream:
         return frame_id
 
     def finals(self):
-        """Final answers received so far, by frame_id (only frames this stream sent)."""
+        """Return the final answers received so far, by frame_id (frames this stream sent)."""
         with self.lock:
             return {r.header.frame_id: r for r in self.results
                     if r.is_final and r.header.frame_id in self.sent}
 
     def matching_headers(self):
-        """Final answers whose header is exactly the header of the frame sent."""
+        """Return the final answers whose header is exactly that of the frame sent."""
         return [r for frame_id, r in self.finals().items()
                 if (r.header.stamp.sec, r.header.stamp.nanosec) == self.sent[frame_id]]
 
