@@ -7,6 +7,7 @@ from node_harness import Probe, start_node, stop_node, wait_for
 import pytest
 from rclpy.duration import Duration
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from stream_harness import Stream
 
 pytestmark = pytest.mark.ros
@@ -146,6 +147,47 @@ def test_namespace_and_remaps_move_every_topic(tmp_path):
         assert front.answer_until(lambda r: r.tenant == 'camera')
         assert rear.answer_until(lambda r: r.tenant == 'rear')
         assert wait_for(rear.latest_status)
+    finally:
+        probe.close()
+        code = stop_node(process)
+    assert code == 0, log.read_text()
+
+
+def test_sim_time_stamps_age_in_ros_time_and_reports_keep_coming(tmp_path):
+    log = tmp_path / 'server.log'
+    process = start_node('server', '-p', 'use_sim_time:=true', '-p', 'tenants:=[sim]',
+                         '-p', 'status_period_s:=0.2', '-p', f'fallback_latency_ms:={FALLBACK_MS}',
+                         log_path=log)
+    probe = Probe('interop_sim_client')
+    try:
+        # Simulated time stands still at 1000 s: only the stamps' age in it counts, and the
+        # time the frame then spends in the server is measured on the monotonic clock.
+        sim_now = Time(sec=1000)
+        clock = probe.node.create_publisher(Clock, '/clock', 10)
+        probe.node.create_timer(0.05, lambda: clock.publish(Clock(clock=sim_now)))
+        stream = Stream(probe.node, '/sim/image', QoSProfile(depth=10), '/delen/sim/result',
+                        '/delen/sim/status', tag='sim')
+        assert stream.connected()
+        aged = Time(sec=999, nanosec=970_000_000)  # 30 ms old in simulated time
+        sent_at = {}
+
+        def publish_aged():
+            sent_at[stream.publish(stamp=aged)] = time.monotonic()
+        answer = wait_for(lambda: publish_aged() or next(iter(stream.finals().values()), None),
+                          interval=0.05)
+        received_at = time.monotonic()
+        assert answer, 'no answer under use_sim_time'
+        in_server_ms = answer.latency_ms - 30.0
+        assert in_server_ms > 0 and answer.compute_ms > 0
+        assert abs(answer.latency_ms - answer.queue_ms - answer.compute_ms) < 0.01
+        assert in_server_ms <= (received_at - sent_at[answer.header.frame_id]) * 1e3
+        assert answer.deadline_met and answer.deadline_ms == FALLBACK_MS
+        stale = stream.answer_until(lambda r: not r.deadline_met,
+                                    stamp=Time(sec=999, nanosec=700_000_000))
+        assert stale and stale.latency_ms > 300.0
+        reports = wait_for(lambda: len(stream.statuses) >= 3 and stream.statuses)
+        assert reports, 'TenantStatus stopped under use_sim_time'
+        assert reports[-1].header.stamp.sec == 1000, 'status stamps are not in ROS time'
     finally:
         probe.close()
         code = stop_node(process)
