@@ -44,7 +44,7 @@ class FrameClock:
         self._lock = threading.Lock()
         self._seen: 'collections.OrderedDict[int, float]' = collections.OrderedDict()
         self._early: 'collections.OrderedDict[int, int]' = collections.OrderedDict()
-        self.counts: Dict[str, int] = {check: 0 for check in STAMP_CHECKS}
+        self.counts: Dict[str, int] = dict.fromkeys(STAMP_CHECKS, 0)
 
     def arrival(self, stamp_ns: int, now_ns: int, *,
                 bound_ms: Optional[float]) -> FrameArrival:

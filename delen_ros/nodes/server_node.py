@@ -22,7 +22,9 @@ from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_pa
 from delen_ros.nodes.frame_time import FrameClock
 from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
                                         tenant_parameter, TENANT_PARAMETERS)
+from delen_ros.nodes.server_services import ServerServices, undeclare_parameter
 from delen_ros.nodes.spin import run_node
+from delen_ros.nodes.tenant_values import check_tenant_name, tenant_values
 from delen_ros.runtime import available_policies, InferenceServer, InputError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -88,6 +90,7 @@ class _TenantIo:
         self.stamp_warned: set = set()
         self.result_publisher = None
         self.status_publisher = None
+        self.subscriptions: list = []
 
     def remember(self, stamp_s: float, header) -> None:
         with self.lock:
@@ -122,6 +125,7 @@ class ServerNode(Node):
         for name in value('tenants'):
             self._add_tenant(str(name))
         self.add_on_set_parameters_callback(self._parameters_callback)
+        self._server_services = ServerServices(self, callback_group=self._timer_group)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # Steady timers: with use_sim_time and no (or a slow) /clock, reports keep coming.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -136,14 +140,40 @@ class ServerNode(Node):
             f'{", ".join(self._tenants) or "no tenants"}; energy '
             f'{"measured" if meter.measured else "estimated"} ({meter.source})')
 
+    # -- what the services use -----------------------------------------------------------------
+
+    @property
+    def runtime(self) -> InferenceServer:
+        """Return the InferenceServer behind this node."""
+        return self._server
+
+    @property
+    def fallback_latency_ms(self) -> float:
+        """Return the latency bound of requests without one."""
+        return self._fallback_latency_ms
+
+    @property
+    def max_image_pixels(self) -> int:
+        """Return the most pixels an image may have."""
+        return self._max_pixels
+
+    def tenant_names(self) -> List[str]:
+        """Return the names of the tenants served now."""
+        return list(self._tenants)
+
+    def tenant_goal(self, name: str):
+        """Return the goal in force for a tenant."""
+        return self._goal_of(name)
+
     # -- set-up ------------------------------------------------------------------------------
 
     def _value(self, name: str):
         return self.get_parameter(name).value
 
-    def _add_tenant(self, name: str) -> None:
-        io = _TenantIo(name)
-        defaults = tenant_defaults(name)
+    def _add_tenant(self, name: str, values: Optional[Dict[str, object]] = None,
+                    io: Optional[_TenantIo] = None) -> None:
+        io = io or _TenantIo(name)
+        defaults = values or tenant_defaults(name)
         for spec in TENANT_PARAMETERS:
             full = tenant_parameter(name, spec.name)
             self.declare_parameter(full, defaults[spec.name], descriptor(spec))
@@ -169,16 +199,54 @@ class ServerNode(Node):
             deadline=functools.partial(self._deadline_missed_callback, io),
             incompatible_qos=functools.partial(self._incompatible_qos_callback, io))
         group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, io.values['input_topic'],
-                                 functools.partial(self._image_callback, io), qos,
-                                 event_callbacks=events, callback_group=group)
+        io.subscriptions.append(self.create_subscription(
+            Image, io.values['input_topic'], functools.partial(self._image_callback, io), qos,
+            event_callbacks=events, callback_group=group))
         if GroundTruth is not None:
-            self.create_subscription(
+            io.subscriptions.append(self.create_subscription(
                 GroundTruth, io.values['input_topic'].rstrip('/') + '/ground_truth',
                 functools.partial(self._ground_truth_callback, io),
                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
-                callback_group=group)
+                callback_group=group))
         self._tenants[name] = io
+
+    # -- tenants at run time (~/add_tenant, ~/remove_tenant) ---------------------------------
+
+    def add_tenant(self, name: str, given: Dict[str, object]) -> str:
+        """Add a tenant: the parameters and checks of a start-up one; ValueError says why not."""
+        values = tenant_values(check_tenant_name(name, existing=self._tenants), given)
+        io = _TenantIo(name)
+        try:
+            self._add_tenant(name, values, io)
+        except Exception:
+            self._forget_tenant(io)
+            raise
+        self._publishers_callback()
+        return (f'tenant {name}: {self._goal_of(name)} on {io.subscriptions[0].topic_name} -> '
+                f'{io.result_publisher.topic_name}')
+
+    def remove_tenant(self, name: str) -> TenantStatus:
+        """Remove a tenant: topics and parameters go; return its final statistics."""
+        io = self._tenants.get(name)
+        if io is None:
+            raise KeyError(f'unknown tenant {name!r} (tenants: {", ".join(self._tenants)})')
+        snapshot = self._server.stats(name)
+        goal = self._goal_of(name)
+        self._forget_tenant(io)
+        return self._tenant_status(self.get_clock().now().to_msg(), io, snapshot, goal)
+
+    def _forget_tenant(self, io: _TenantIo) -> None:
+        name = io.name
+        self._tenants.pop(name, None)
+        if any(t.name == name for t in self._server.tenants()):
+            self._server.remove_tenant(name)
+        for subscription in io.subscriptions:
+            self.destroy_subscription(subscription)
+        for publisher in (io.result_publisher, io.status_publisher):
+            if publisher is not None:
+                self.destroy_publisher(publisher)
+        for spec in TENANT_PARAMETERS:
+            undeclare_parameter(self, tenant_parameter(name, spec.name))
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -242,7 +310,16 @@ class ServerNode(Node):
         io = self._tenants.get(result.tenant)
         if io is None:
             return
-        header = io.header_of(result.stamp_s, final=result.is_final)
+        msg = self.result_message(result, io.header_of(result.stamp_s, final=result.is_final))
+        try:
+            io.result_publisher.publish(msg)
+        except Exception:  # noqa: B902
+            if self.context.ok() and result.tenant in self._tenants:
+                raise
+            # Ctrl-C shut the context down, or the tenant was removed: nowhere to go.
+
+    def result_message(self, result, header) -> InferenceResult:
+        """Return the InferenceResult message of a runtime result for the source header."""
         msg = InferenceResult()
         if header is not None:
             msg.header = header
@@ -267,12 +344,7 @@ class ServerNode(Node):
         msg.goal = result.goal
         msg.policy = result.policy
         msg.num_threads = int(result.threads)
-        try:
-            io.result_publisher.publish(msg)
-        except Exception:  # noqa: B902
-            if self.context.ok():
-                raise
-            # Ctrl-C shut the context down: the frame in flight has nowhere to go.
+        return msg
 
     def _parameters_callback(self, parameters) -> SetParametersResult:
         """Refuse inconsistent tenant settings with a reason; apply the others at once."""
@@ -348,13 +420,13 @@ class ServerNode(Node):
             snapshot = stats.get(name)
             if snapshot is None:
                 continue
-            io.status_publisher.publish(self._tenant_status(stamp, io, snapshot))
+            io.status_publisher.publish(
+                self._tenant_status(stamp, io, snapshot, self._goal_of(name)))
             statuses.append(self._tenant_diagnostic(io, snapshot))
         statuses.append(self._server_diagnostic())
         self._diagnostics.publish(DiagnosticArray(header=_header(stamp), status=statuses))
 
-    def _tenant_status(self, stamp, io: _TenantIo, snapshot) -> TenantStatus:
-        goal = self._goal_of(io.name)
+    def _tenant_status(self, stamp, io: _TenantIo, snapshot, goal) -> TenantStatus:
         return TenantStatus(
             header=_header(stamp), tenant=io.name, goal=snapshot.goal, policy=snapshot.policy,
             frames_received=snapshot.received, frames_served=snapshot.served,
@@ -431,6 +503,7 @@ class ServerNode(Node):
             'energy_source': meter.source,
             'energy': 'measured' if meter.measured else 'estimated',
             'pending_frames': self._server.pending(), 'tenants': ', '.join(self._tenants),
+            **self._server_services.diagnostic_values(),
         }
         return DiagnosticStatus(
             level=DiagnosticStatus.OK, name='delen_server',

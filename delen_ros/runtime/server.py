@@ -330,16 +330,18 @@ class InferenceServer:
 
     def submit(self, tenant: str, frame, *, stamp_s: Optional[float] = None,
                frame_id: str = '', encoding: Optional[str] = None,
-               label: Optional[int] = None) -> bool:
+               label: Optional[int] = None, goal: Union[Goal, str, None] = None) -> bool:
         """
         Queue a frame of a tenant; thread-safe, never blocks on inference.
 
         ``stamp_s``: source timestamp in the server clock (default: now); the deadline runs
-        from it. ``label``: ground truth, for accuracy statistics. Returns False when the
+        from it. ``label``: ground truth, for accuracy statistics. ``goal``: this frame's own
+        goal instead of the tenant's (a request with its own bound). Returns False when the
         server is stopped (the frame is counted dropped). Raises InputError for a bad frame
         (counted rejected) and KeyError for an unknown tenant.
         """
         state = self._tenant(tenant)
+        request_goal = None if goal is None else self._checked_goal(goal)
         try:
             x = self.to_input(frame, encoding)
         except InputError:
@@ -351,7 +353,7 @@ class InferenceServer:
             state.stats.rejected()
             raise InputError(f'stamp_s must be finite, got {stamp_s!r}')
         config = state.config
-        goal = config.goal
+        goal = request_goal or config.goal
         deadline = None if goal.latency_ms is None else stamp + goal.latency_ms * 1e-3
         request = Request(
             tenant=tenant, stamp_s=stamp,
