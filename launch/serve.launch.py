@@ -14,8 +14,10 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from delen_ros.nodes.config_file import CAMERA_PREFIX, node_sections
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import (DeclareLaunchArgument, LogInfo, OpaqueFunction,
+                            RegisterEventHandler, Shutdown)
 from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -38,7 +40,10 @@ def _nodes(context, *args, **kwargs):
     demo = IfCondition(LaunchConfiguration('demo'))
     common = {'package': 'delen_ros', 'namespace': LaunchConfiguration('namespace'),
               'output': 'screen', 'arguments': _node_arguments()}
-    return ([Node(executable='server', name='delen_server', **common, parameters=[server]),
+    server_node = Node(executable='server', name='delen_server', **common,
+                       parameters=[server])
+    return ([server_node, RegisterEventHandler(OnProcessExit(target_action=server_node,
+                                                             on_exit=_server_exited)),
              Node(executable='governor', name='delen_governor', **common,
                   parameters=[sections.get('delen_governor', {})]),
              Node(executable='power_trace', name='delen_power_trace', **common,
@@ -46,6 +51,17 @@ def _nodes(context, *args, **kwargs):
             + [Node(executable='camera', name=name, **common,
                     parameters=[sections[name]], condition=demo)
                for name in sections if name.startswith(CAMERA_PREFIX)])
+
+
+def _server_exited(event, context):
+    """The server is required: when it ends, everything ends, saying why."""
+    if event.returncode == 0:
+        return [LogInfo(msg='delen_server exited; shutting the launch down'),
+                Shutdown(reason='delen_server exited')]
+    # An error out of an event handler is how launch ends with a non-zero exit code; it logs
+    # this one line (the traceback only at debug level) and shuts everything down.
+    raise RuntimeError(f'delen_server exited with code {event.returncode} (its last line '
+                       'above says why); shutting the launch down')
 
 
 def generate_launch_description():

@@ -513,7 +513,9 @@ class ServerNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the runtime's worker before the node goes."""
-        self._server.stop(timeout=5.0)
+        server = getattr(self, '_server', None)
+        if server is not None:  # None: the model failed to load
+            server.stop(timeout=5.0)
         super().destroy_node()
 
 
