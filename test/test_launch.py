@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'serve.launch.py'
-DOCUMENTED_ARGUMENTS = {'config', 'model', 'namespace', 'demo', 'log_level', 'executor'}
+DOCUMENTED_ARGUMENTS = {'config', 'model', 'namespace', 'demo', 'log_level', 'executor',
+                        'managed', 'autostart'}
 
 
 def _declared_arguments(tree):
@@ -28,7 +29,7 @@ def test_launch_file_declares_the_documented_arguments_with_descriptions():
         assert 'default_value' in keywords, f'launch argument {name} has no default'
     executables = {k.value.value for call in ast.walk(tree) if isinstance(call, ast.Call)
                    for k in call.keywords if k.arg == 'executable'}
-    assert executables == {'server', 'governor', 'power_trace', 'camera'}
+    assert executables == {'server', 'managed_server', 'governor', 'power_trace', 'camera'}
 
 
 def test_launch_description_builds_where_launch_is_installed():

@@ -173,6 +173,9 @@ def test_sim_time_stamps_age_in_ros_time_and_reports_keep_coming(tmp_path):
         stream = Stream(probe.node, '/sim/image', QoSProfile(depth=10), '/delen/sim/result',
                         '/delen/sim/status', tag='sim')
         assert stream.connected()
+        # Reports keep coming without /clock advancing; their stamps say the server has it.
+        assert wait_for(lambda: stream.latest_status(lambda s: s.header.stamp.sec == 1000)), \
+            'no TenantStatus in simulated time'
         aged = Time(sec=999, nanosec=970_000_000)  # 30 ms old in simulated time
         sent_at = {}
 
@@ -186,13 +189,14 @@ def test_sim_time_stamps_age_in_ros_time_and_reports_keep_coming(tmp_path):
         assert in_server_ms > 0 and answer.compute_ms > 0
         assert abs(answer.latency_ms - answer.queue_ms - answer.compute_ms) < 0.01
         assert in_server_ms <= (received_at - sent_at[answer.header.frame_id]) * 1e3
-        assert answer.deadline_met and answer.deadline_ms == FALLBACK_MS
+        assert answer.deadline_ms == FALLBACK_MS
+        assert answer.deadline_met == (answer.latency_ms <= FALLBACK_MS)
         stale = stream.answer_until(lambda r: not r.deadline_met,
                                     stamp=Time(sec=999, nanosec=700_000_000))
         assert stale and stale.latency_ms > 300.0
-        reports = wait_for(lambda: len(stream.statuses) >= 3 and stream.statuses)
-        assert reports, 'TenantStatus stopped under use_sim_time'
-        assert reports[-1].header.stamp.sec == 1000, 'status stamps are not in ROS time'
+        count = len(stream.statuses)
+        assert wait_for(lambda: len(stream.statuses) >= count + 3), \
+            'TenantStatus stopped under use_sim_time'
     finally:
         probe.close()
         code = stop_node(process)

@@ -105,40 +105,98 @@ class _TenantIo:
             return self.headers.get(stamp_s)
 
 
-class ServerNode(Node):
-    """Serve one multi-exit model to the tenants named in the ``tenants`` parameter."""
+class ServingCore:
+    """
+    What the server does, on the node it is given: one model for every tenant.
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(kwargs.pop('node_name', 'delen_server'), **kwargs)
+    Shared by the plain node (ServerNode: configured and active from construction) and the
+    managed one (ManagedServerNode: each step a lifecycle transition). ``configure`` loads the
+    model and declares the tenants; ``activate`` opens their topics, the services and the
+    timers and starts serving; ``deactivate`` closes them and keeps the configuration;
+    ``cleanup`` undeclares the tenants and frees the model.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
         for spec in SERVER_PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            node.declare_parameter(spec.name, spec.default, descriptor(spec))
+        self._server: Optional[InferenceServer] = None
+        self._tenants: Dict[str, _TenantIo] = {}
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._server_services: Optional[ServerServices] = None
+        self._diagnostics = None
+        self._timers: list = []
+        self._max_pixels = self._value('max_image_pixels')
+        self._fallback_latency_ms = self._value('fallback_latency_ms')
+        self._policies = available_policies()
+        node.add_on_set_parameters_callback(self._parameters_callback)
+
+    @property
+    def configured(self) -> bool:
+        """Return True between configure and cleanup (the model is loaded)."""
+        return self._server is not None
+
+    @property
+    def active(self) -> bool:
+        """Return True between activate and deactivate (serving)."""
+        return self._server_services is not None
+
+    def configure(self) -> None:
+        """Load the model and declare the tenants (CheckpointError, ProfileError, ValueError)."""
         value = self._value
         self._server = InferenceServer.from_checkpoint(
             path=value('model') or None, profile=value('profile') or None,
             platform=value('platform') or None, threads=value('threads'),
             clock=time.monotonic, on_result=self._result_callback)
-        self._max_pixels = value('max_image_pixels')
-        self._fallback_latency_ms = value('fallback_latency_ms')
-        self._policies = available_policies()
-        self._tenants: Dict[str, _TenantIo] = {}
-        self._timer_group = MutuallyExclusiveCallbackGroup()
-        for name in value('tenants'):
-            self._add_tenant(str(name))
-        self.add_on_set_parameters_callback(self._parameters_callback)
+        try:
+            for name in value('tenants'):
+                self._add_tenant(str(name))
+        except Exception:
+            self.cleanup()
+            raise
+
+    def activate(self) -> None:
+        """Open every tenant's topics, the services and the timers; start serving."""
+        node = self.node
+        for io in self._tenants.values():
+            self._open_tenant(io)
         self._server_services = ServerServices(self, callback_group=self._timer_group)
-        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # Steady timers: with use_sim_time and no (or a slow) /clock, reports keep coming.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(value('status_period_s'), self._status_callback,
-                          callback_group=self._timer_group, clock=steady)
-        self.create_timer(0.5, self._publishers_callback, callback_group=self._timer_group,
-                          clock=steady)
+        self._timers = [
+            node.create_timer(self._value('status_period_s'), self._status_callback,
+                              callback_group=self._timer_group, clock=steady),
+            node.create_timer(0.5, self._publishers_callback,
+                              callback_group=self._timer_group, clock=steady)]
         self._server.start()
         meter = self._server.meter
-        self.get_logger().info(
+        node.get_logger().info(
             f'serving {self._server.model.path} ({self._server.num_exits} exits) to '
             f'{", ".join(self._tenants) or "no tenants"}; energy '
             f'{"measured" if meter.measured else "estimated"} ({meter.source})')
+
+    def deactivate(self) -> None:
+        """Stop serving (queued frames count as dropped at shutdown); keep the configuration."""
+        if not self.active:
+            return
+        node = self.node
+        self._server.stop(timeout=5.0)
+        for timer in self._timers:
+            node.destroy_timer(timer)
+        self._timers = []
+        node.destroy_publisher(self._diagnostics)
+        self._server_services.destroy()
+        self._server_services = None
+        for io in self._tenants.values():
+            self._close_tenant(io)
+
+    def cleanup(self) -> None:
+        """Undeclare the tenants and free the model (deactivating first when active)."""
+        self.deactivate()
+        for io in list(self._tenants.values()):
+            self._forget_tenant(io)
+        self._server = None
 
     # -- what the services use -----------------------------------------------------------------
 
@@ -168,7 +226,7 @@ class ServerNode(Node):
     # -- set-up ------------------------------------------------------------------------------
 
     def _value(self, name: str):
-        return self.get_parameter(name).value
+        return self.node.get_parameter(name).value
 
     def _add_tenant(self, name: str, values: Optional[Dict[str, object]] = None,
                     io: Optional[_TenantIo] = None) -> None:
@@ -176,7 +234,7 @@ class ServerNode(Node):
         defaults = values or tenant_defaults(name)
         for spec in TENANT_PARAMETERS:
             full = tenant_parameter(name, spec.name)
-            self.declare_parameter(full, defaults[spec.name], descriptor(spec))
+            self.node.declare_parameter(full, defaults[spec.name], descriptor(spec))
             io.values[spec.name] = self._value(full)
         try:
             goal = check_tenant(io.values, max_accuracy=self._server.profile.max_accuracy,
@@ -188,9 +246,14 @@ class ServerNode(Node):
         self._server.add_tenant(name, goal=goal, policy=str(io.values['policy']),
                                 queue_size=int(io.values['queue_size']),
                                 on_infeasible=str(io.values['on_infeasible']))
-        io.result_publisher = self.create_publisher(
+        self._tenants[name] = io
+
+    def _open_tenant(self, io: _TenantIo) -> None:
+        """Create a tenant's publishers and subscriptions."""
+        node = self.node
+        io.result_publisher = node.create_publisher(
             InferenceResult, io.values['output_topic'], 10)
-        io.status_publisher = self.create_publisher(TenantStatus, io.values['status_topic'], 10)
+        io.status_publisher = node.create_publisher(TenantStatus, io.values['status_topic'], 10)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(io.values['queue_size']),
                          reliability=qos_profile_sensor_data.reliability)
         if io.values['input_deadline_ms'] > 0:
@@ -199,16 +262,26 @@ class ServerNode(Node):
             deadline=functools.partial(self._deadline_missed_callback, io),
             incompatible_qos=functools.partial(self._incompatible_qos_callback, io))
         group = MutuallyExclusiveCallbackGroup()
-        io.subscriptions.append(self.create_subscription(
+        io.subscriptions.append(node.create_subscription(
             Image, io.values['input_topic'], functools.partial(self._image_callback, io), qos,
             event_callbacks=events, callback_group=group))
         if GroundTruth is not None:
-            io.subscriptions.append(self.create_subscription(
+            io.subscriptions.append(node.create_subscription(
                 GroundTruth, io.values['input_topic'].rstrip('/') + '/ground_truth',
                 functools.partial(self._ground_truth_callback, io),
                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
                 callback_group=group))
-        self._tenants[name] = io
+
+    def _close_tenant(self, io: _TenantIo) -> None:
+        """Destroy a tenant's publishers and subscriptions."""
+        node = self.node
+        for subscription in io.subscriptions:
+            node.destroy_subscription(subscription)
+        io.subscriptions = []
+        for publisher in (io.result_publisher, io.status_publisher):
+            if publisher is not None:
+                node.destroy_publisher(publisher)
+        io.result_publisher = io.status_publisher = None
 
     # -- tenants at run time (~/add_tenant, ~/remove_tenant) ---------------------------------
 
@@ -218,6 +291,7 @@ class ServerNode(Node):
         io = _TenantIo(name)
         try:
             self._add_tenant(name, values, io)
+            self._open_tenant(io)
         except Exception:
             self._forget_tenant(io)
             raise
@@ -233,20 +307,16 @@ class ServerNode(Node):
         snapshot = self._server.stats(name)
         goal = self._goal_of(name)
         self._forget_tenant(io)
-        return self._tenant_status(self.get_clock().now().to_msg(), io, snapshot, goal)
+        return self._tenant_status(self.node.get_clock().now().to_msg(), io, snapshot, goal)
 
     def _forget_tenant(self, io: _TenantIo) -> None:
         name = io.name
         self._tenants.pop(name, None)
-        if any(t.name == name for t in self._server.tenants()):
+        if self._server is not None and any(t.name == name for t in self._server.tenants()):
             self._server.remove_tenant(name)
-        for subscription in io.subscriptions:
-            self.destroy_subscription(subscription)
-        for publisher in (io.result_publisher, io.status_publisher):
-            if publisher is not None:
-                self.destroy_publisher(publisher)
+        self._close_tenant(io)
         for spec in TENANT_PARAMETERS:
-            undeclare_parameter(self, tenant_parameter(name, spec.name))
+            undeclare_parameter(self.node, tenant_parameter(name, spec.name))
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -270,18 +340,18 @@ class ServerNode(Node):
     def _arrival(self, io: _TenantIo, stamp: Time):
         """Place a source stamp on the runtime's clock; warn once per kind of odd stamp."""
         arrival = io.frame_clock.arrival(
-            stamp.sec * 10 ** 9 + stamp.nanosec, self.get_clock().now().nanoseconds,
+            stamp.sec * 10 ** 9 + stamp.nanosec, self.node.get_clock().now().nanoseconds,
             bound_ms=self._goal_of(io.name).latency_ms)
         if arrival.check and arrival.check not in io.stamp_warned:
             io.stamp_warned.add(arrival.check)
-            self.get_logger().warning(f'tenant {io.name}: {_STAMP_WARNINGS[arrival.check]} '
-                                      f'(warned once; counted in stamps_{arrival.check})')
+            self.node.get_logger().warning(f'tenant {io.name}: {_STAMP_WARNINGS[arrival.check]} '
+                                           f'(warned once; counted in stamps_{arrival.check})')
         return arrival
 
     def _reject(self, io: _TenantIo, text: str) -> None:
         io.last_rejection = text
-        self.get_logger().warning(f'tenant {io.name}: rejected image: {text}',
-                                  throttle_duration_sec=2.0)
+        self.node.get_logger().warning(f'tenant {io.name}: rejected image: {text}',
+                                       throttle_duration_sec=2.0)
 
     def _ground_truth_callback(self, io: _TenantIo, msg) -> None:
         try:
@@ -291,15 +361,15 @@ class ServerNode(Node):
             if runtime_stamp is not None:
                 self._server.record_label(io.name, runtime_stamp, msg.class_id)
         except Exception as error:  # noqa: B902
-            self.get_logger().warning(f'tenant {io.name}: bad ground truth: {error}',
-                                      throttle_duration_sec=5.0)
+            self.node.get_logger().warning(f'tenant {io.name}: bad ground truth: {error}',
+                                           throttle_duration_sec=5.0)
 
     def _deadline_missed_callback(self, io: _TenantIo, event) -> None:
         io.deadline_missed = int(event.total_count)
 
     def _incompatible_qos_callback(self, io: _TenantIo, event) -> None:
         io.incompatible_qos = int(event.total_count)
-        self.get_logger().warning(
+        self.node.get_logger().warning(
             f'tenant {io.name}: a publisher on {io.values["input_topic"]} offers an incompatible '
             f'QoS (policy id {event.last_policy_kind}); this node requests a deadline of '
             f'{io.values["input_deadline_ms"]} ms (input_deadline_ms; 0 requests none)',
@@ -314,7 +384,7 @@ class ServerNode(Node):
         try:
             io.result_publisher.publish(msg)
         except Exception:  # noqa: B902
-            if self.context.ok() and result.tenant in self._tenants:
+            if self.node.context.ok() and result.tenant in self._tenants:
                 raise
             # Ctrl-C shut the context down, or the tenant was removed: nowhere to go.
 
@@ -383,9 +453,9 @@ class ServerNode(Node):
         """Follow the deadline QoS offered on each input topic (publishers come and go)."""
         for io in self._tenants.values():
             try:
-                infos = self.get_publishers_info_by_topic(io.values['input_topic'])
+                infos = self.node.get_publishers_info_by_topic(io.values['input_topic'])
             except Exception as error:  # noqa: B902 - graph queries fail during shutdown
-                self.get_logger().debug(f'publisher query failed: {error}')
+                self.node.get_logger().debug(f'publisher query failed: {error}')
                 continue
             gids = tuple(sorted(bytes(info.endpoint_gid) for info in infos))
             if gids == io.publisher_gids:
@@ -405,15 +475,15 @@ class ServerNode(Node):
                                 qos_deadline_ms=io.qos_deadline_ms,
                                 fallback_latency_ms=self._fallback_latency_ms)
         except ValueError as error:
-            self.get_logger().error(f'tenant {io.name}: offered deadline '
-                                    f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
+            self.node.get_logger().error(f'tenant {io.name}: offered deadline '
+                                         f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
             return
         self._server.set_goal(io.name, goal)
-        self.get_logger().info(f'tenant {io.name}: goal {goal} (offered deadline '
-                               f'{io.qos_deadline_ms} ms)')
+        self.node.get_logger().info(f'tenant {io.name}: goal {goal} (offered deadline '
+                                    f'{io.qos_deadline_ms} ms)')
 
     def _status_callback(self) -> None:
-        stamp = self.get_clock().now().to_msg()
+        stamp = self.node.get_clock().now().to_msg()
         stats = self._server.stats()
         statuses: List[DiagnosticStatus] = []
         for name, io in self._tenants.items():
@@ -492,7 +562,7 @@ class ServerNode(Node):
         }
         return DiagnosticStatus(
             level=level, name=f'delen_server: tenant {io.name}',
-            hardware_id=self.get_fully_qualified_name(),
+            hardware_id=self.node.get_fully_qualified_name(),
             message='; '.join(problems) or 'serving within bounds',
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
@@ -507,15 +577,25 @@ class ServerNode(Node):
         }
         return DiagnosticStatus(
             level=DiagnosticStatus.OK, name='delen_server',
-            hardware_id=self.get_fully_qualified_name(),
+            hardware_id=self.node.get_fully_qualified_name(),
             message=f'serving {len(self._tenants)} tenants',
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
+
+class ServerNode(Node):
+    """Serve one multi-exit model to the tenants named in the ``tenants`` parameter."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(kwargs.pop('node_name', 'delen_server'), **kwargs)
+        self.core = ServingCore(self)
+        self.core.configure()
+        self.core.activate()
+
     def destroy_node(self) -> None:
-        """Stop the runtime's worker before the node goes."""
-        server = getattr(self, '_server', None)
-        if server is not None:  # None: the model failed to load
-            server.stop(timeout=5.0)
+        """Stop serving and free the model before the node goes."""
+        core = getattr(self, 'core', None)
+        if core is not None:  # None: the parameters were refused before it was made
+            core.cleanup()
         super().destroy_node()
 
 

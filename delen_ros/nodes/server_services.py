@@ -71,32 +71,34 @@ class _Waiting:
 
 
 class ServerServices:
-    """The three services of a ServerNode (``node``), on ``callback_group``."""
+    """The three services of a server's ServingCore (``core``), on ``callback_group``."""
 
-    def __init__(self, node, *, callback_group) -> None:
-        self._node = node
+    def __init__(self, core, *, callback_group) -> None:
+        self._core = core
         self._waiting = _Waiting()
         self._clock = FrameClock()
         self.requests = self.errors = 0
         self.last_error = ''
-        node.runtime.add_tenant(
-            CLASSIFY_TENANT, goal=Goal.latency(node.fallback_latency_ms), policy='budget',
+        core.runtime.add_tenant(
+            CLASSIFY_TENANT, goal=Goal.latency(core.fallback_latency_ms), policy='budget',
             queue_size=_QUEUE, on_infeasible='serve_first_exit',
             on_result=self._waiting.result_callback)
         self._entities = [
-            node.create_service(Classify, '~/classify', self._classify_callback,
-                                callback_group=callback_group),
-            node.create_service(AddTenant, '~/add_tenant', self._add_tenant_callback,
-                                callback_group=callback_group),
-            node.create_service(RemoveTenant, '~/remove_tenant', self._remove_tenant_callback,
-                                callback_group=callback_group),
+            core.node.create_service(Classify, '~/classify', self._classify_callback,
+                                     callback_group=callback_group),
+            core.node.create_service(AddTenant, '~/add_tenant', self._add_tenant_callback,
+                                     callback_group=callback_group),
+            core.node.create_service(RemoveTenant, '~/remove_tenant',
+                                     self._remove_tenant_callback,
+                                     callback_group=callback_group),
         ]
 
     def destroy(self) -> None:
-        """Destroy the services (the runtime goes with the node)."""
+        """Destroy the services and the runtime's request tenant."""
         for service in self._entities:
-            self._node.destroy_service(service)
+            self._core.node.destroy_service(service)
         self._entities = []
+        self._core.runtime.remove_tenant(CLASSIFY_TENANT)
 
     def _classify_callback(self, request, response):
         self.requests += 1
@@ -114,53 +116,53 @@ class ServerServices:
         return response
 
     def _classify(self, request):
-        node = self._node
+        core = self._core
         goal = self._request_goal(request.goal, request.tenant)
         image = request.image
         if not len(image.data) and not len(request.compressed_image.data):
             raise ValueError('the request holds no image: image.data and '
                              'compressed_image.data are both empty')
         if len(image.data):
-            decoded = decode_image(image, max_pixels=node.max_image_pixels)
+            decoded = decode_image(image, max_pixels=core.max_image_pixels)
             header = image.header
         else:
             if decode_compressed is None:
                 raise ValueError('this build decodes no CompressedImage; send an Image')
             decoded = decode_compressed(request.compressed_image,
-                                        max_pixels=node.max_image_pixels)
+                                        max_pixels=core.max_image_pixels)
             header = request.compressed_image.header
         token = self._waiting.new_token()
         arrival = self._clock.arrival(
             header.stamp.sec * 10 ** 9 + header.stamp.nanosec,
-            node.get_clock().now().nanoseconds, bound_ms=goal.latency_ms)
-        node.runtime.submit(CLASSIFY_TENANT, decoded.pixels, stamp_s=arrival.runtime_stamp_s,
+            core.node.get_clock().now().nanoseconds, bound_ms=goal.latency_ms)
+        core.runtime.submit(CLASSIFY_TENANT, decoded.pixels, stamp_s=arrival.runtime_stamp_s,
                             frame_id=token, encoding=decoded.encoding, goal=goal)
         timeout = (goal.latency_ms or 1000.0) * 1e-3 + _GRACE_S
         result = self._waiting.wait(token, timeout)
         if result is None:
             raise TimeoutError(f'no answer within {timeout:.1f} s (server stopping or '
                                'overloaded)')
-        message = node.result_message(result, header)
+        message = core.result_message(result, header)
         message.tenant = request.tenant or 'classify'
         return message
 
     def _request_goal(self, text: str, tenant: str) -> Goal:
-        node = self._node
-        if tenant and tenant not in node.tenant_names():
+        core = self._core
+        if tenant and tenant not in core.tenant_names():
             raise KeyError(f'unknown tenant {tenant!r} (tenants: '
-                           f'{", ".join(node.tenant_names()) or "none"})')
+                           f'{", ".join(core.tenant_names()) or "none"})')
         if text.strip():
             goal = parse_goal(text)
         elif tenant:
-            goal = node.tenant_goal(tenant)
+            goal = core.tenant_goal(tenant)
         else:
-            goal = Goal.latency(node.fallback_latency_ms)
-        return goal.check_reachable(node.runtime.profile.max_accuracy)
+            goal = Goal.latency(core.fallback_latency_ms)
+        return goal.check_reachable(core.runtime.profile.max_accuracy)
 
     def _add_tenant_callback(self, request, response):
         try:
             given = {p.name: parameter_value_to_python(p.value) for p in request.parameters}
-            response.message = self._node.add_tenant(request.name, given)
+            response.message = self._core.add_tenant(request.name, given)
             response.success = True
         except Exception as error:  # noqa: B902 - any refusal is the caller's answer
             response.success = False
@@ -169,7 +171,7 @@ class ServerServices:
 
     def _remove_tenant_callback(self, request, response):
         try:
-            response.final_status = self._node.remove_tenant(request.name)
+            response.final_status = self._core.remove_tenant(request.name)
             response.success = True
             response.message = (f'tenant {request.name} removed after '
                                 f'{response.final_status.frames_served} answers')
