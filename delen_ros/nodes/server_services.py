@@ -136,13 +136,14 @@ class ServerServices:
             header.stamp.sec * 10 ** 9 + header.stamp.nanosec,
             core.node.get_clock().now().nanoseconds, bound_ms=goal.latency_ms)
         core.runtime.submit(CLASSIFY_TENANT, decoded.pixels, stamp_s=arrival.runtime_stamp_s,
-                            frame_id=token, encoding=decoded.encoding, goal=goal)
+                            frame_id=token, encoding=decoded.encoding, goal=goal,
+                            token=header)
         timeout = (goal.latency_ms or 1000.0) * 1e-3 + _GRACE_S
         result = self._waiting.wait(token, timeout)
         if result is None:
             raise TimeoutError(f'no answer within {timeout:.1f} s (server stopping or '
                                'overloaded)')
-        message = core.result_message(result, header)
+        message = core.result_message(result)
         message.tenant = request.tenant or 'classify'
         return message
 
