@@ -130,7 +130,6 @@ class ServingCore:
     def configure(self) -> None:
         """Load the model and declare the tenants (CheckpointError, ProfileError, ValueError)."""
         value = self._value
-        self._intake = ImageIntake(self)
         self._server = InferenceServer.from_checkpoint(
             path=value('model') or None, profile=value('profile') or None,
             platform=value('platform') or None, threads=value('threads'),
