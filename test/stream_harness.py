@@ -6,7 +6,7 @@ from builtin_interfaces.msg import Time
 from delen_ros.engine import fashion_mnist
 from delen_ros.imaging import fill_image
 from delen_ros.msg import InferenceResult, TenantStatus
-from node_harness import wait_for
+from node_harness import TIMEOUT_S, wait_for
 from sensor_msgs.msg import Image
 
 _FRAMES = []
@@ -43,7 +43,7 @@ class Stream:
         with self.lock:
             self.statuses.append(msg)
 
-    def connected(self, timeout=30.0):
+    def connected(self, timeout=TIMEOUT_S):
         """Wait until the server's subscription has matched this publisher."""
         return wait_for(lambda: self.publisher.get_subscription_count() > 0, timeout)
 
