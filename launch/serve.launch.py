@@ -58,10 +58,10 @@ def _nodes(context, *args, **kwargs):
     return (server_actions
             + [RegisterEventHandler(OnProcessExit(target_action=server_node,
                                                   on_exit=_server_exited)),
-             Node(executable='governor', name='delen_governor', **common,
-                  parameters=[sections.get('delen_governor', {})]),
-             Node(executable='power_trace', name='delen_power_trace', **common,
-                  parameters=[sections.get('delen_power_trace', {})], condition=demo)]
+               Node(executable='governor', name='delen_governor', **common,
+                    parameters=[sections.get('delen_governor', {})]),
+               Node(executable='power_trace', name='delen_power_trace', **common,
+                    parameters=[sections.get('delen_power_trace', {})], condition=demo)]
             + [Node(executable='camera', name=name, **common,
                     parameters=[sections[name]], condition=demo)
                for name in sections if name.startswith(CAMERA_PREFIX)])
@@ -87,7 +87,7 @@ def _autostart(server_node):
 
 
 def _server_exited(event, context):
-    """The server is required: when it ends, everything ends, saying why."""
+    """End the launch when the server ends (it is required), saying why."""
     if event.returncode == 0:
         return [LogInfo(msg='delen_server exited; shutting the launch down'),
                 Shutdown(reason='delen_server exited')]

@@ -59,7 +59,8 @@ def test_the_demo_config_gives_every_node_its_section():
 def test_the_server_is_required():
     source = LAUNCH_FILE.read_text()
     tree = ast.parse(source, filename=str(LAUNCH_FILE))
-    called = {getattr(call.func, 'id', '') for call in ast.walk(tree) if isinstance(call, ast.Call)}
+    called = {getattr(call.func, 'id', '') for call in ast.walk(tree)
+              if isinstance(call, ast.Call)}
     assert {'RegisterEventHandler', 'OnProcessExit', 'Shutdown'} <= called
     assert 'target_action=server_node' in source
 
