@@ -16,6 +16,7 @@ from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
 from delen_ros.imaging import decode_image, ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
+from delen_ros.nodes.budget_adjustments import BudgetAdjustments
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
                                          string_array_parameter, string_parameter)
 from delen_ros.nodes.frame_time import FrameClock
@@ -138,6 +139,8 @@ class ServingCore:
             on_event=self._runtime_event_callback)
         self._intake = ImageIntake(self.node)
         self._server.attach_source(self._intake)
+        self._budgets = BudgetAdjustments(self.node, self._server,
+                                          timeout_parameter='adjustment_timeout_s')
         try:
             for name in value('tenants'):
                 self._add_tenant(str(name))
@@ -240,6 +243,7 @@ class ServingCore:
                                 queue_size=int(io.values['queue_size']),
                                 on_infeasible=str(io.values['on_infeasible']),
                                 share=float(io.values['share']))
+        self._budgets.set_base(name, goal)
         self._tenants[name] = io
 
     def _open_tenant(self, io: _TenantIo) -> None:
@@ -455,7 +459,7 @@ class ServingCore:
             io = self._tenants[tenant]
             old_policy, old_queue = io.values['policy'], io.values['queue_size']
             io.values.update(fields)
-            self._server.set_goal(tenant, goals[tenant])
+            self._budgets.set_base(tenant, goals[tenant])
             if io.values['policy'] != old_policy:
                 self._server.set_policy(tenant, str(io.values['policy']))
             if io.values['queue_size'] != old_queue:
@@ -492,8 +496,8 @@ class ServingCore:
             self.node.get_logger().error(f'tenant {io.name}: offered deadline '
                                          f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
             return
-        self._server.set_goal(io.name, goal)
-        self.node.get_logger().info(f'tenant {io.name}: goal {goal} (offered deadline '
+        self._budgets.set_base(io.name, goal)
+        self.node.get_logger().info(f'tenant {io.name}: base goal {goal} (offered deadline '
                                     f'{io.qos_deadline_ms} ms)')
 
     def _status_callback(self) -> None:
@@ -528,7 +532,8 @@ class ServingCore:
             energy_bound_mj=float(goal.energy_mj or 0.0),
             dropped_queue=snapshot.dropped_queue, dropped_infeasible=snapshot.dropped_infeasible,
             dropped_shutdown=snapshot.dropped_shutdown, frames_late=_late(snapshot),
-            **{f'stamps_{check}': count for check, count in io.frame_clock.counts.items()})
+            **{f'stamps_{check}': count for check, count in io.frame_clock.counts.items()},
+            **self._budgets.status_fields(io.name))
 
     def _goal_of(self, name: str):
         return next(t.goal for t in self._server.tenants() if t.name == name)
@@ -576,7 +581,7 @@ class ServingCore:
             'energy_mean_mj': f'{snapshot.energy_mean_mj:.3f}',
             'energy_measured': snapshot.energy_measured, 'accuracy': f'{snapshot.accuracy:.4f}',
             'input_deadline_missed': io.deadline_missed,
-            'incompatible_qos': io.incompatible_qos,
+            'incompatible_qos': io.incompatible_qos, **self._budgets.tenant_values(io.name),
             **{f'stamps_{check}': count for check, count in io.frame_clock.counts.items()},
         }
         return DiagnosticStatus(
@@ -602,6 +607,7 @@ class ServingCore:
             'frames_taken_by_worker': self._intake.taken,
             'intake_wait_ms_p50': self._intake.waited_p50(),
             'worker_waits': self._intake.waits, 'worker_wakeups': self._intake.wakeups,
+            **self._budgets.server_values(),
         }
         level, message = DiagnosticStatus.OK, f'serving {len(self._tenants)} tenants'
         if not server.serving:
