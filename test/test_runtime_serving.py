@@ -3,8 +3,7 @@
 import threading
 import time
 
-from delen_ros.engine import fashion_mnist, load_checkpoint
-from delen_ros.engine.profiling import load_profile
+from delen_ros.engine import fashion_mnist
 from delen_ros.runtime import Goal, InferenceServer, Plan, Policy
 from delen_ros.runtime.policies import register_policy
 from delen_ros.runtime.priority import apply_priority, parse_priority, PriorityError
@@ -13,32 +12,8 @@ import pytest
 
 
 @pytest.fixture(scope='module')
-def model():
-    return load_checkpoint()
-
-
-@pytest.fixture(scope='module')
-def profile():
-    return load_profile()
-
-
-@pytest.fixture(scope='module')
 def images():
     return fashion_mnist.load('test')[0][:64]
-
-
-@pytest.fixture
-def make_server(model, profile):
-    servers = []
-
-    def make(**options):
-        options.setdefault('threads', 1)
-        server = InferenceServer(model, profile, **options)
-        servers.append(server)
-        return server
-    yield make
-    for server in servers:
-        server.stop(timeout=30)
 
 
 class ScriptedSource:
