@@ -18,14 +18,16 @@ from delen_ros.imaging import decode_image, ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
                                          string_array_parameter, string_parameter)
-from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
-                                        tenant_parameter, TENANT_PARAMETERS)
+from delen_ros.nodes.parameters import (check_tenant, check_tenant_names, SERVER_PARAMETERS,
+                                        tenant_defaults, tenant_parameter, TENANT_PARAMETERS,
+                                        unmeetable_bounds)
 from delen_ros.nodes.spin import run_node
 from delen_ros.runtime import available_policies, InferenceServer, InputError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
+from rclpy.exceptions import InvalidParameterTypeException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -77,6 +79,7 @@ class _TenantIo:
         self.deadline_missed = 0
         self.incompatible_qos = 0
         self.last_rejection = ''
+        self.unmeetable: tuple = ()
         self.headers: 'collections.OrderedDict[float, object]' = collections.OrderedDict()
         self.lock = threading.Lock()
         self.result_publisher = None
@@ -101,7 +104,7 @@ class ServerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(kwargs.pop('node_name', 'delen_server'), **kwargs)
         for spec in SERVER_PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            self._declare(spec.name, spec.default, spec)
         value = self._value
         self._server = InferenceServer.from_checkpoint(
             path=value('model') or None, profile=value('profile') or None,
@@ -112,8 +115,8 @@ class ServerNode(Node):
         self._policies = available_policies()
         self._tenants: Dict[str, _TenantIo] = {}
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        for name in value('tenants'):
-            self._add_tenant(str(name))
+        for name in check_tenant_names(value('tenants')):
+            self._add_tenant(name)
         self.add_on_set_parameters_callback(self._parameters_callback)
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(value('status_period_s'), self._status_callback,
@@ -128,8 +131,18 @@ class ServerNode(Node):
 
     # -- set-up ------------------------------------------------------------------------------
 
+    def _declare(self, name: str, default, spec) -> None:
+        try:
+            self.declare_parameter(name, default, descriptor(spec))
+        except InvalidParameterTypeException as error:
+            hint = ' (YAML reads 50 as an integer: write 50.0)' if spec.kind == 'double' else ''
+            raise ValueError(f'parameter {name} must be a {spec.kind}{hint}: {error}') from None
+
     def _value(self, name: str):
-        return self.get_parameter(name).value
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:  # an empty YAML list has no type: []
+            return []
 
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -139,15 +152,16 @@ class ServerNode(Node):
         defaults = tenant_defaults(name)
         for spec in TENANT_PARAMETERS:
             full = tenant_parameter(name, spec.name)
-            self.declare_parameter(full, defaults[spec.name], descriptor(spec))
+            self._declare(full, defaults[spec.name], spec)
             io.values[spec.name] = self._value(full)
         try:
             goal = check_tenant(io.values, max_accuracy=self._server.profile.max_accuracy,
                                 qos_deadline_ms=None,
                                 fallback_latency_ms=self._fallback_latency_ms,
-                                policies=self._policies)
+                                policies=self._policies, profile=self._server.profile)
         except ValueError as error:
             raise ValueError(f'tenant {name}: {error}') from None
+        self._note_unmeetable(io, goal)
         self._server.add_tenant(name, goal=goal, policy=str(io.values['policy']),
                                 queue_size=int(io.values['queue_size']),
                                 on_infeasible=str(io.values['on_infeasible']))
@@ -251,37 +265,62 @@ class ServerNode(Node):
             # Ctrl-C shut the context down: the frame in flight has nowhere to go.
 
     def _parameters_callback(self, parameters) -> SetParametersResult:
-        """Refuse inconsistent tenant settings with a reason; apply the others at once."""
+        """Refuse invalid or inconsistent settings with a reason; apply the others at once."""
+        try:
+            return self._set_parameters(parameters)
+        except Exception as error:  # noqa: B902 - a parameter write must never stop the node
+            self.get_logger().error(f'setting parameters failed: {type(error).__name__}: {error}')
+            return SetParametersResult(successful=False,
+                                       reason=f'internal error: {type(error).__name__}: {error}')
+
+    def _set_parameters(self, parameters) -> SetParametersResult:
         changes: Dict[str, Dict[str, object]] = {}
+        server: Dict[str, object] = {}
         for parameter in parameters:
             tenant, _, field = parameter.name.partition('.')
             if tenant in self._tenants and field:
                 changes.setdefault(tenant, {})[field] = parameter.value
-            elif parameter.name == 'max_image_pixels':
-                self._max_pixels = int(parameter.value)
-            elif parameter.name == 'fallback_latency_ms':
-                self._fallback_latency_ms = float(parameter.value)
+            elif parameter.name in ('max_image_pixels', 'fallback_latency_ms'):
+                server[parameter.name] = parameter.value
+        fallback = float(server.get('fallback_latency_ms', self._fallback_latency_ms))
+        if 'fallback_latency_ms' in server:  # tenants without a bound follow it
+            for tenant in self._tenants:
+                changes.setdefault(tenant, {})
         goals = {}
         for tenant, fields in changes.items():
             io = self._tenants[tenant]
-            values = {**io.values, **fields}
             try:
                 goals[tenant] = check_tenant(
-                    values, max_accuracy=self._server.profile.max_accuracy,
-                    qos_deadline_ms=io.qos_deadline_ms,
-                    fallback_latency_ms=self._fallback_latency_ms, policies=self._policies)
+                    {**io.values, **fields}, max_accuracy=self._server.profile.max_accuracy,
+                    qos_deadline_ms=io.qos_deadline_ms, fallback_latency_ms=fallback,
+                    policies=self._policies, profile=self._server.profile)
             except ValueError as error:
                 return SetParametersResult(successful=False, reason=f'{tenant}: {error}')
+        self._max_pixels = int(server.get('max_image_pixels', self._max_pixels))
+        self._fallback_latency_ms = fallback
         for tenant, fields in changes.items():
             io = self._tenants[tenant]
             old_policy, old_queue = io.values['policy'], io.values['queue_size']
             io.values.update(fields)
-            self._server.set_goal(tenant, goals[tenant])
+            self._set_goal(io, goals[tenant])
             if io.values['policy'] != old_policy:
                 self._server.set_policy(tenant, str(io.values['policy']))
             if io.values['queue_size'] != old_queue:
                 self._server.set_queue_size(tenant, int(io.values['queue_size']))
         return SetParametersResult(successful=True)
+
+    def _set_goal(self, io: _TenantIo, goal) -> None:
+        self._server.set_goal(io.name, goal)
+        self._note_unmeetable(io, goal)
+
+    def _note_unmeetable(self, io: _TenantIo, goal) -> None:
+        """Warn once about legal bounds no exit can meet; /diagnostics shows them meanwhile."""
+        problems = unmeetable_bounds(goal, self._server.cost)
+        if problems and problems != io.unmeetable:
+            self.get_logger().warning(
+                f'tenant {io.name}: {"; ".join(problems)}: its frames will be '
+                f'{"dropped" if io.values["on_infeasible"] == "drop" else "answered late"}')
+        io.unmeetable = problems
 
     def _publishers_callback(self) -> None:
         """Follow the deadline QoS offered on each input topic (publishers come and go)."""
@@ -312,7 +351,7 @@ class ServerNode(Node):
             self.get_logger().error(f'tenant {io.name}: offered deadline '
                                     f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
             return
-        self._server.set_goal(io.name, goal)
+        self._set_goal(io, goal)
         self.get_logger().info(f'tenant {io.name}: goal {goal} (offered deadline '
                                f'{io.qos_deadline_ms} ms)')
 
@@ -367,6 +406,9 @@ class ServerNode(Node):
         if io.incompatible_qos:
             level = max(level, DiagnosticStatus.WARN)
             problems.append('incompatible QoS offered on the input topic')
+        if io.unmeetable:
+            level = max(level, DiagnosticStatus.WARN)
+            problems.extend(io.unmeetable)
         values = {
             'goal': snapshot.goal, 'policy': snapshot.policy,
             'input_topic': io.values['input_topic'],
@@ -380,6 +422,7 @@ class ServerNode(Node):
             'energy_measured': snapshot.energy_measured, 'accuracy': f'{snapshot.accuracy:.4f}',
             'input_deadline_missed': io.deadline_missed,
             'incompatible_qos': io.incompatible_qos,
+            'unmeetable_bounds': '; '.join(io.unmeetable),
         }
         return DiagnosticStatus(
             level=level, name=f'delen_server: tenant {io.name}',
@@ -402,8 +445,10 @@ class ServerNode(Node):
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
     def destroy_node(self) -> None:
-        """Stop the runtime's worker before the node goes."""
-        self._server.stop(timeout=5.0)
+        """Stop the runtime's worker before the node goes (none if start-up failed)."""
+        server = getattr(self, '_server', None)
+        if server is not None:
+            server.stop(timeout=5.0)
         super().destroy_node()
 
 
