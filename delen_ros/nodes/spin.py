@@ -6,6 +6,7 @@ import sys
 import traceback
 from typing import Callable, Optional, Sequence, Tuple, Type
 
+from delen_ros.nodes.entry import INTERRUPTED
 import rclpy
 from rclpy.context import Context
 from rclpy.exceptions import ParameterException
@@ -14,12 +15,9 @@ from rclpy.executors import (Executor, ExternalShutdownException, MultiThreadedE
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
-__all__ = ['EXECUTORS', 'INTERRUPTED', 'add_executor_argument', 'make_executor', 'one_line',
-           'run_node']
+__all__ = ['EXECUTORS', 'add_executor_argument', 'make_executor', 'one_line', 'run_node']
 
 EXECUTORS = ('single', 'multi')
-# Exit code of a start-up cut short by Ctrl-C (128 + SIGINT, as shells report it).
-INTERRUPTED = 130
 # Set to 1 to see the traceback of an unexpected start-up error (normally one line).
 TRACEBACK_VARIABLE = 'DELEN_TRACEBACK'
 
