@@ -159,7 +159,8 @@ def test_random_parameter_writes_never_kill_the_server(server, fuzzer, data):
 
 def test_every_parameter_gets_odd_values_once(server, fuzzer):
     for name in fuzzer.names:
-        for value in ('', -1, math.nan, INT64, 'static:exit_index=99', ['a', 'a']):
+        for value in ('', -1, math.nan, INT64, 'static:exit_index=99', 'budget:threads=1024',
+                      ['a', 'a']):
             _check_writes(server, fuzzer, [(name, value)])
 
 
