@@ -13,8 +13,9 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from delen_ros.nodes.config_file import CAMERA_PREFIX, node_sections
+from delen_ros.nodes.dds_profile import PROFILE_VARIABLES
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -71,4 +72,9 @@ def generate_launch_description():
             description='rclpy executor of every node; multi only where rclpy has the '
                         'MultiThreadedExecutor fix of ros2/rclpy#1547 (see docs/serving_path.md)'),
     ]
-    return LaunchDescription(arguments + [OpaqueFunction(function=_nodes)])
+    # Fast DDS transports for camera-size images, unless the environment names a profile.
+    profile = []
+    if not any(os.environ.get(name) for name in PROFILE_VARIABLES):
+        profile.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
+                                              os.path.join(share, 'config', 'fastdds.xml')))
+    return LaunchDescription(arguments + profile + [OpaqueFunction(function=_nodes)])

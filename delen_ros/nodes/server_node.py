@@ -80,6 +80,10 @@ class _TenantIo:
         self.incompatible_qos = 0
         self.last_rejection = ''
         self.unmeetable: tuple = ()
+        self.frames_lost = 0
+        self.reliable = False
+        self.image_subscription = None
+        self.callback_group = None
         self.headers: 'collections.OrderedDict[float, object]' = collections.OrderedDict()
         self.lock = threading.Lock()
         self.result_publisher = None
@@ -168,17 +172,8 @@ class ServerNode(Node):
         io.result_publisher = self.create_publisher(
             InferenceResult, io.values['output_topic'], 10)
         io.status_publisher = self.create_publisher(TenantStatus, io.values['status_topic'], 10)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(io.values['queue_size']),
-                         reliability=qos_profile_sensor_data.reliability)
-        if io.values['input_deadline_ms'] > 0:
-            qos.deadline = Duration(nanoseconds=int(io.values['input_deadline_ms'] * 1e6))
-        events = SubscriptionEventCallbacks(
-            deadline=functools.partial(self._deadline_missed_callback, io),
-            incompatible_qos=functools.partial(self._incompatible_qos_callback, io))
-        group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, io.values['input_topic'],
-                                 functools.partial(self._image_callback, io), qos,
-                                 event_callbacks=events, callback_group=group)
+        group = io.callback_group = MutuallyExclusiveCallbackGroup()
+        self._subscribe_images(io, reliable=False)
         if GroundTruth is not None:
             self.create_subscription(
                 GroundTruth, io.values['input_topic'].rstrip('/') + '/ground_truth',
@@ -186,6 +181,24 @@ class ServerNode(Node):
                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
                 callback_group=group)
         self._tenants[name] = io
+
+    def _subscribe_images(self, io: _TenantIo, *, reliable: bool) -> None:
+        """(Re)create a tenant's image subscription: best effort, or reliable to match."""
+        if io.image_subscription is not None:
+            self.destroy_subscription(io.image_subscription)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(io.values['queue_size']),
+                         reliability=(ReliabilityPolicy.RELIABLE if reliable
+                                      else qos_profile_sensor_data.reliability))
+        if io.values['input_deadline_ms'] > 0:
+            qos.deadline = Duration(nanoseconds=int(io.values['input_deadline_ms'] * 1e6))
+        events = SubscriptionEventCallbacks(
+            deadline=functools.partial(self._deadline_missed_callback, io),
+            incompatible_qos=functools.partial(self._incompatible_qos_callback, io),
+            message_lost=functools.partial(self._message_lost_callback, io))
+        io.image_subscription = self.create_subscription(
+            Image, io.values['input_topic'], functools.partial(self._image_callback, io), qos,
+            event_callbacks=events, callback_group=io.callback_group)
+        io.reliable = reliable
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -219,6 +232,10 @@ class ServerNode(Node):
 
     def _deadline_missed_callback(self, io: _TenantIo, event) -> None:
         io.deadline_missed = int(event.total_count)
+
+    def _message_lost_callback(self, io: _TenantIo, event) -> None:
+        # Frames DDS gave up on before they reached this process (fragments lost, mostly).
+        io.frames_lost += int(event.total_count_change)
 
     def _incompatible_qos_callback(self, io: _TenantIo, event) -> None:
         io.incompatible_qos = int(event.total_count)
@@ -334,6 +351,14 @@ class ServerNode(Node):
             if gids == io.publisher_gids:
                 continue
             io.publisher_gids = gids
+            # As ros2 bag record does: reliable only when every publisher is.
+            reliable = bool(infos) and all(
+                info.qos_profile.reliability == ReliabilityPolicy.RELIABLE for info in infos)
+            if infos and reliable != io.reliable:
+                self._subscribe_images(io, reliable=reliable)
+                self.get_logger().info(f'tenant {io.name}: {io.values["input_topic"]} now '
+                                       f'{"reliable" if reliable else "best effort"}, as its '
+                                       'publishers')
             offered = [info.qos_profile.deadline.nanoseconds for info in infos]
             offered = [ns for ns in offered if 0 < ns < _NO_DEADLINE_NS]
             deadline = min(offered) / 1e6 if offered else None
@@ -374,6 +399,7 @@ class ServerNode(Node):
             header=_header(stamp), tenant=io.name, goal=snapshot.goal, policy=snapshot.policy,
             frames_received=snapshot.received, frames_served=snapshot.served,
             frames_dropped=snapshot.dropped, frames_rejected=snapshot.rejected,
+            frames_lost=io.frames_lost,
             deadline_misses=snapshot.deadline_misses,
             deadline_met_ratio=float(snapshot.deadline_met_ratio),
             latency_mean_ms=float(snapshot.latency_mean_ms),
@@ -409,6 +435,10 @@ class ServerNode(Node):
         if io.unmeetable:
             level = max(level, DiagnosticStatus.WARN)
             problems.extend(io.unmeetable)
+        if io.frames_lost:
+            level = max(level, DiagnosticStatus.WARN)
+            problems.append(f'{io.frames_lost} frames lost in transport (DDS); see '
+                            'docs/large_images.md')
         values = {
             'goal': snapshot.goal, 'policy': snapshot.policy,
             'input_topic': io.values['input_topic'],
@@ -423,6 +453,8 @@ class ServerNode(Node):
             'input_deadline_missed': io.deadline_missed,
             'incompatible_qos': io.incompatible_qos,
             'unmeetable_bounds': '; '.join(io.unmeetable),
+            'frames_lost': io.frames_lost,
+            'input_reliability': 'reliable' if io.reliable else 'best_effort',
         }
         return DiagnosticStatus(
             level=level, name=f'delen_server: tenant {io.name}',

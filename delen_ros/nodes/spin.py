@@ -6,6 +6,7 @@ import sys
 import traceback
 from typing import Callable, Optional, Sequence, Tuple, Type
 
+from delen_ros.nodes.dds_profile import use_default_profiles
 from delen_ros.nodes.entry import INTERRUPTED
 import rclpy
 from rclpy.context import Context
@@ -60,17 +61,19 @@ def run_node(factory: Callable[[], Node], *, name: str,
     """
     Create a node, spin it until shutdown, return the exit code.
 
-    Command line: ``[--executor single|multi] [--ros-args ...]``. Any error while starting
-    (bad ROS arguments or parameter file, an exception of ``startup_errors``, an rclpy
-    parameter error, anything else) is printed as one line, ``<name>: <message>``, and gives
-    exit code 1; Ctrl-C while starting gives ``INTERRUPTED``. ``DELEN_TRACEBACK=1`` adds the
-    traceback of errors that are not of the expected kinds.
+    Command line: ``[--executor single|multi] [--ros-args ...]``. Fast DDS gets the shipped
+    profile for large images unless the environment names one (``dds_profile``). Any error
+    while starting (bad ROS arguments or parameter file, an exception of ``startup_errors``,
+    an rclpy parameter error, anything else) is printed as one line, ``<name>: <message>``,
+    and gives exit code 1; Ctrl-C while starting gives ``INTERRUPTED``. ``DELEN_TRACEBACK=1``
+    adds the traceback of errors that are not of the expected kinds.
     """
     argv = list(sys.argv if args is None else args)
     parser = argparse.ArgumentParser(prog=name, description=f'Run the {name} node.')
     add_executor_argument(parser)
     try:
         options = parser.parse_args(remove_ros_args(argv)[1:])
+        use_default_profiles()  # camera-size images (config/fastdds.xml)
         rclpy.init(args=argv)
         node = factory()
     except KeyboardInterrupt:
