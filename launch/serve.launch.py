@@ -74,7 +74,7 @@ def generate_launch_description():
     ]
     # Fast DDS transports for camera-size images, unless the environment names a profile.
     profile = []
-    if not any(os.environ.get(name) for name in PROFILE_VARIABLES):
+    if not any(name in os.environ for name in PROFILE_VARIABLES):
         profile.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
                                               os.path.join(share, 'config', 'fastdds.xml')))
     return LaunchDescription(arguments + profile + [OpaqueFunction(function=_nodes)])

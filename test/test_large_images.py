@@ -18,7 +18,7 @@ pytestmark = pytest.mark.ros
 TENANT = 'large'
 FRAMES = 45
 # A camera in its own process: 640x480 rgb8 at 30 Hz, best effort (sensor data QoS).
-CAMERA = '''
+CAMERA = """
 import array, sys, time
 import rclpy
 from rclpy.qos import qos_profile_sensor_data
@@ -45,21 +45,21 @@ for index in range(count):
     publisher.publish(msg)
     time.sleep(max(0.0, start + (index + 1) / rate - time.monotonic()))
 time.sleep(0.5)
-'''
+"""
 
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp('large')
     params = folder / 'params.yaml'
-    params.write_text(f'''delen_server:
+    params.write_text(f"""delen_server:
   ros__parameters:
     tenants: [{TENANT}]
     status_period_s: 0.2
     {TENANT}.input_deadline_ms: 0.0
     {TENANT}.latency_ms: 500.0
     {TENANT}.queue_size: 4
-''')
+""")
     process = start_node('server', '--params-file', str(params), log_path=folder / 'server.log')
     yield process
     assert stop_node(process) == 0, (folder / 'server.log').read_text()

@@ -5,6 +5,7 @@ from pathlib import Path
 import re
 
 from delen_ros.engine.profiling import load_profile
+from delen_ros.nodes.dds_profile import default_profiles_file, use_default_profiles
 from delen_ros.nodes.parameters import (check_tenant, check_tenant_names, SERVER_PARAMETERS,
                                         tenant_defaults, tenant_goal, TENANT_PARAMETERS,
                                         unmeetable_bounds)
@@ -108,3 +109,14 @@ def test_bounds_no_exit_can_meet_are_named(profile):
     assert 'energy bound' in energy
     assert unmeetable_bounds(Goal.latency(first_ms * 2), cost) == ()
     assert unmeetable_bounds(Goal.accuracy(0.5), cost) == ()
+
+
+def test_the_shipped_dds_profile_is_used_unless_the_environment_names_one():
+    env = {}
+    assert use_default_profiles(env) == str(default_profiles_file())
+    assert env['FASTDDS_DEFAULT_PROFILES_FILE'].endswith('fastdds.xml')
+    for chosen in ({'FASTRTPS_DEFAULT_PROFILES_FILE': '/robot.xml'},
+                   {'FASTDDS_DEFAULT_PROFILES_FILE': ''},
+                   {'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'}):
+        env = dict(chosen)
+        assert use_default_profiles(env) is None and env == chosen

@@ -54,7 +54,7 @@ class Fuzzer:
                                                     '/delen_server/list_parameters'),
                                  ListParameters.Request()).result.names
         self.names = sorted(n for n in listed if n not in SKIPPED)
-        self.values = self.get(self.names)
+        self.values = self.get_values(self.names)
         self.answered = {tenant: [] for tenant in TENANTS}
         self.lock = threading.Lock()
         self.publishers = {}
@@ -84,11 +84,11 @@ class Fuzzer:
             count += 1
             time.sleep(0.05)
 
-    def get(self, names):
+    def get_values(self, names):
         response = self.probe.call(self.get_client, GetParameters.Request(names=names))
         return dict(zip(names, (parameter_value_to_python(v) for v in response.values)))
 
-    def set(self, parameters):
+    def set_values(self, parameters):
         request = SetParameters.Request(parameters=[
             Parameter(name, value=value).to_parameter_msg() for name, value in parameters])
         return self.probe.call(self.set_client, request).results
@@ -165,7 +165,7 @@ def test_every_parameter_gets_odd_values_once(server, fuzzer):
 
 
 def _check_writes(server, fuzzer, writes):
-    results = fuzzer.set(writes)
+    results = fuzzer.set_values(writes)
     assert len(results) == len(writes)
     refused = []
     for (name, value), result in zip(writes, results):
@@ -175,7 +175,7 @@ def _check_writes(server, fuzzer, writes):
             assert result.reason, f'{name}={value!r} refused without a reason'
             refused.append(name)
     if refused:  # a refused value leaves the old one
-        now = fuzzer.get(refused)
+        now = fuzzer.get_values(refused)
         for name in refused:
             assert _same(now[name], fuzzer.values[name]), (name, now[name])
     assert server.poll() is None, f'the server died after {writes!r}'
@@ -185,9 +185,9 @@ def test_after_the_fuzz_every_tenant_is_still_served(server, fuzzer):
     # Only the image size limit is put back (a tiny one rightly rejects every frame): every
     # other accepted combination of goal, bounds, policy and queue must still answer, late
     # if need be (on_infeasible: serve_first_exit).
-    assert all(r.successful for r in fuzzer.set([('max_image_pixels', 4096 * 4096)]))
+    assert all(r.successful for r in fuzzer.set_values([('max_image_pixels', 4096 * 4096)]))
     since = time.monotonic()
     for tenant in TENANTS:
         assert wait_for(lambda: fuzzer.answered_since(tenant, since), 60.0), (
-            f'tenant {tenant} unserved with {fuzzer.get(fuzzer.names)}')
+            f'tenant {tenant} unserved with {fuzzer.get_values(fuzzer.names)}')
     assert server.poll() is None

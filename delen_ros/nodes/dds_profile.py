@@ -3,7 +3,8 @@ The Fast DDS profile for camera-size images (config/fastdds.xml), loaded unless 
 
 Fast DDS reads ``FASTDDS_DEFAULT_PROFILES_FILE`` (or the older ``FASTRTPS_DEFAULT_PROFILES_FILE``)
 when a process creates its first participant, so this runs before ``rclpy.init``. It changes
-nothing when either variable is set, or when another RMW than Fast DDS is chosen.
+nothing when either variable is set (set empty: Fast DDS's own defaults), or when another RMW
+than Fast DDS is chosen.
 """
 
 import os
@@ -29,7 +30,7 @@ def use_default_profiles(environ: Optional[MutableMapping[str, str]] = None) -> 
     """Point Fast DDS at the shipped profile unless already pointed; return the file set."""
     environ = os.environ if environ is None else environ
     rmw = environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
-    if 'fastrtps' not in rmw or any(environ.get(name) for name in PROFILE_VARIABLES):
+    if 'fastrtps' not in rmw or any(name in environ for name in PROFILE_VARIABLES):
         return None
     path = default_profiles_file()
     if path is None:
