@@ -10,6 +10,7 @@ TenantStatus.frames_lost), and the rest: frames that vanished uncounted (overwri
 subscription's history when the image callback fell behind).
 
 Usage: bench/bench_large_images.py [--seconds S] [--streams 640x480@30 1280x720@15]
+       [--queue-size N]
 Run it where rclpy is importable: `source tools/env.sh` first.
 """
 
@@ -133,7 +134,7 @@ def measure(status, stream, seconds, env):
     return sent, received, lost
 
 
-def run_setting(status, profile, streams, seconds, folder):
+def run_setting(status, profile, streams, seconds, folder, queue_size):
     """Start the server with or without the profile; measure every stream."""
     env = _environment(profile, folder)
     params = folder / 'params.yaml'
@@ -144,6 +145,7 @@ def run_setting(status, profile, streams, seconds, folder):
     {TENANT}.input_topic: {TOPIC}
     {TENANT}.input_deadline_ms: 0.0
     {TENANT}.latency_ms: 500.0
+    {TENANT}.queue_size: {queue_size}
 """)
     server = subprocess.Popen(
         [str(Path(get_package_prefix('delen_ros')) / 'lib' / 'delen_ros' / 'server'),
@@ -174,6 +176,8 @@ def main():
     parser.add_argument('--seconds', type=float, default=20.0)
     parser.add_argument('--streams', nargs='+', type=_stream,
                         default=[(640, 480, 30.0), (1280, 720, 15.0)])
+    parser.add_argument('--queue-size', type=int, default=2,
+                        help="the tenant's queue_size, also its subscription's history depth")
     parser.add_argument('--camera', type=_stream, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.camera:
@@ -189,10 +193,11 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for profile in (True, False):
-            rows += run_setting(status, profile, args.streams, args.seconds, Path(folder))
+            rows += run_setting(status, profile, args.streams, args.seconds, Path(folder),
+                                args.queue_size)
     print(f'# {platform.node()} {platform.machine()}, {os.cpu_count()} cores, load average '
           f'{os.getloadavg()[0]:.1f} at the end, {args.seconds:g} s per stream, best effort, '
-          'camera in another process\n')
+          f'camera in another process, queue_size {args.queue_size}\n')
     print('| transport | stream | sent | received | lost (counted) | uncounted | received % |')
     print('|---|---|---:|---:|---:|---:|---:|')
     for profile, (width, height, rate), sent, received, lost in rows:
