@@ -30,7 +30,7 @@ from delen_ros.msg import TenantStatus
 from delen_ros.nodes.dds_profile import default_profiles_file, PROFILE_VARIABLES
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 TENANT = 'camera'
@@ -38,11 +38,13 @@ TOPIC = '/bench_large/image'
 START_TIMEOUT_S = 120.0
 
 
-def run_camera(width, height, rate_hz, seconds):
+def run_camera(width, height, rate_hz, seconds, *, topic=TOPIC, reliable=False):
     """Camera process: wait for the server and a go on stdin, stream, print the frames sent."""
     rclpy.init()
     node = rclpy.create_node('bench_large_camera')
-    publisher = node.create_publisher(Image, TOPIC, qos_profile_sensor_data)
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE) if reliable \
+        else qos_profile_sensor_data
+    publisher = node.create_publisher(Image, topic, qos)
     while publisher.get_subscription_count() == 0:
         rclpy.spin_once(node, timeout_sec=0.05)
     print('matched', flush=True)
@@ -179,9 +181,11 @@ def main():
     parser.add_argument('--queue-size', type=int, default=2,
                         help="the tenant's queue_size, also its subscription's history depth")
     parser.add_argument('--camera', type=_stream, help=argparse.SUPPRESS)
+    parser.add_argument('--topic', default=TOPIC, help=argparse.SUPPRESS)
+    parser.add_argument('--reliable', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.camera:
-        run_camera(*args.camera, args.seconds)
+        run_camera(*args.camera, args.seconds, topic=args.topic, reliable=args.reliable)
         return
     rclpy.init()
     node = rclpy.create_node('bench_large_images')

@@ -1,6 +1,7 @@
 """Camera-size images reach the server from another process; DDS losses are counted."""
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 import threading
@@ -17,35 +18,8 @@ pytestmark = pytest.mark.ros
 
 TENANT = 'large'
 FRAMES = 45
-# A camera in its own process: 640x480 rgb8 at 30 Hz, best effort (sensor data QoS).
-CAMERA = """
-import array, sys, time
-import rclpy
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
-width, height, rate, count, reliable = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]),
-                                        int(sys.argv[4]), sys.argv[5] == 'reliable')
-rclpy.init()
-node = rclpy.create_node('large_image_camera')
-qos = qos_profile_sensor_data
-if reliable:
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-publisher = node.create_publisher(Image, '/large/image', qos)
-while publisher.get_subscription_count() == 0:
-    rclpy.spin_once(node, timeout_sec=0.05)
-print('matched', flush=True)
-sys.stdin.readline()  # the test says go once the server follows this publisher
-data = array.array('B', bytes(width * height * 3))
-start = time.monotonic()
-for index in range(count):
-    msg = Image(height=height, width=width, encoding='rgb8', step=width * 3, data=data)
-    msg.header.stamp = node.get_clock().now().to_msg()
-    msg.header.frame_id = f'camera_{index}'
-    publisher.publish(msg)
-    time.sleep(max(0.0, start + (index + 1) / rate - time.monotonic()))
-time.sleep(0.5)
-"""
+# The bench's camera, in its own process: rgb8 frames, best effort (sensor data) or reliable.
+CAMERA = Path(__file__).resolve().parents[1] / 'bench' / 'bench_large_images.py'
 
 
 @pytest.fixture(scope='module')
@@ -108,7 +82,8 @@ class Watcher:
 @pytest.fixture(scope='module')
 def watcher(server):
     watcher = Watcher()
-    assert wait_for(lambda: watcher.status is not None, TIMEOUT_S), 'no TenantStatus'
+    # Start-up (imports, model) can take a minute on a busy 2-core machine.
+    assert wait_for(lambda: watcher.status is not None, 3 * TIMEOUT_S), 'no TenantStatus'
     yield watcher
     watcher.probe.close()
 
@@ -119,9 +94,10 @@ def _stream(watcher, *, profile, reliability='best_effort', width=640, height=48
     if profile:
         env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(default_profiles_file())
     before = watcher.counts()
-    camera = subprocess.Popen(
-        [sys.executable, '-c', CAMERA, str(width), str(height), str(rate), str(FRAMES),
-         reliability], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, str(CAMERA), '--camera', f'{width}x{height}@{rate:g}',
+               '--seconds', str(FRAMES / rate), '--topic', f'/{TENANT}/image']
+    camera = subprocess.Popen(command + (['--reliable'] if reliability == 'reliable' else []),
+                              env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert camera.stdout.readline().strip() == 'matched'
         assert wait_for(lambda: watcher.reliability == reliability, TIMEOUT_S), (

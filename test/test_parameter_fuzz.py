@@ -9,7 +9,7 @@ from delen_ros.imaging import fill_image
 from delen_ros.msg import InferenceResult
 from delen_ros.runtime import available_policies
 from hypothesis import given, HealthCheck, settings, strategies as st
-from node_harness import Probe, start_node, stop_node, wait_for
+from node_harness import Probe, start_node, stop_node, TIMEOUT_S, wait_for
 import pytest
 from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rclpy.parameter import Parameter, parameter_value_to_python
@@ -50,9 +50,10 @@ class Fuzzer:
         node = self.probe.node
         self.set_client = node.create_client(SetParameters, '/delen_server/set_parameters')
         self.get_client = node.create_client(GetParameters, '/delen_server/get_parameters')
+        # Start-up (imports, model) can take a minute on a busy 2-core machine.
         listed = self.probe.call(node.create_client(ListParameters,
                                                     '/delen_server/list_parameters'),
-                                 ListParameters.Request()).result.names
+                                 ListParameters.Request(), timeout=3 * TIMEOUT_S).result.names
         self.names = sorted(n for n in listed if n not in SKIPPED)
         self.values = self.get_values(self.names)
         self.answered = {tenant: [] for tenant in TENANTS}
