@@ -104,7 +104,9 @@ def _finals(server, count, timeout=60):
 def test_an_urgent_frame_preempts_a_deep_one_at_the_next_stage_boundary(make_server, images):
     server = make_server()
     server.add_tenant('deep', goal=Goal.latency(1000.0), policy='static:exit_index=3')
-    server.add_tenant('urgent', goal=Goal.latency(10.0), policy='budget')
+    # Answered even when a loaded machine makes 10 ms infeasible: the order is what counts.
+    server.add_tenant('urgent', goal=Goal.latency(10.0), policy='budget',
+                      on_infeasible='serve_first_exit')
     source = ScriptedSource([lambda: server.submit('deep', images[0], frame_id='deep'),
                              lambda: server.submit('urgent', images[1], frame_id='urgent')])
     server.attach_source(source)
