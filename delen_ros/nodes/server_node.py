@@ -15,6 +15,7 @@ from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
 from delen_ros.imaging import decode_image, ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
+from delen_ros.nodes.budget_adjustments import BudgetAdjustments
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
                                          string_array_parameter, string_parameter)
 from delen_ros.nodes.image_intake import ImageIntake
@@ -108,6 +109,8 @@ class ServerNode(Node):
         self._policies = available_policies()
         self._tenants: Dict[str, _TenantIo] = {}
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._budgets = BudgetAdjustments(self, self._server,
+                                          timeout_parameter='adjustment_timeout_s')
         for name in check_tenant_names(value('tenants')):
             self._add_tenant(name)
         self.add_on_set_parameters_callback(self._parameters_callback)
@@ -159,6 +162,7 @@ class ServerNode(Node):
                                 queue_size=int(io.values['queue_size']),
                                 on_infeasible=str(io.values['on_infeasible']),
                                 share=float(io.values['share']))
+        self._budgets.set_base(name, goal)
         io.result_publisher = self.create_publisher(
             InferenceResult, io.values['output_topic'], 10)
         io.status_publisher = self.create_publisher(TenantStatus, io.values['status_topic'], 10)
@@ -336,7 +340,7 @@ class ServerNode(Node):
         return SetParametersResult(successful=True)
 
     def _set_goal(self, io: _TenantIo, goal) -> None:
-        self._server.set_goal(io.name, goal)
+        self._budgets.set_base(io.name, goal)
         self._note_unmeetable(io, goal)
 
     def _note_unmeetable(self, io: _TenantIo, goal) -> None:
@@ -386,7 +390,7 @@ class ServerNode(Node):
                                     f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
             return
         self._set_goal(io, goal)
-        self.get_logger().info(f'tenant {io.name}: goal {goal} (offered deadline '
+        self.get_logger().info(f'tenant {io.name}: base goal {goal} (offered deadline '
                                f'{io.qos_deadline_ms} ms)')
 
     def _status_callback(self) -> None:
@@ -419,7 +423,8 @@ class ServerNode(Node):
             accuracy=float(snapshot.accuracy), labelled_frames=snapshot.labelled,
             latency_bound_ms=float(goal.latency_ms or 0.0),
             min_accuracy=float(goal.min_accuracy or 0.0),
-            energy_bound_mj=float(goal.energy_mj or 0.0))
+            energy_bound_mj=float(goal.energy_mj or 0.0),
+            **self._budgets.status_fields(io.name))
 
     def _goal_of(self, name: str):
         return next(t.goal for t in self._server.tenants() if t.name == name)
@@ -469,6 +474,7 @@ class ServerNode(Node):
             'unmeetable_bounds': '; '.join(io.unmeetable),
             'frames_lost': io.frames_lost,
             'input_reliability': 'reliable' if io.reliable else 'best_effort',
+            **self._budgets.tenant_values(io.name),
         }
         return DiagnosticStatus(
             level=level, name=f'delen_server: tenant {io.name}',
@@ -492,6 +498,7 @@ class ServerNode(Node):
             'frames_taken_by_worker': self._intake.taken,
             'intake_wait_ms_p50': self._intake.waited_p50(),
             'worker_waits': self._intake.waits, 'worker_wakeups': self._intake.wakeups,
+            **self._budgets.server_values(),
         }
         level, message = DiagnosticStatus.OK, f'serving {len(self._tenants)} tenants'
         if not server.serving:
