@@ -14,9 +14,10 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from delen_ros.nodes.config_file import CAMERA_PREFIX, node_sections
+from delen_ros.nodes.dds_profile import PROFILE_VARIABLES
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
-                            RegisterEventHandler, Shutdown)
+                            RegisterEventHandler, SetEnvironmentVariable, Shutdown)
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit, OnProcessStart
 from launch.events import matches_action
@@ -128,4 +129,9 @@ def generate_launch_description():
             description='rclpy executor of every node; multi only where rclpy has the '
                         'MultiThreadedExecutor fix of ros2/rclpy#1547 (see docs/serving_path.md)'),
     ]
-    return LaunchDescription(arguments + [OpaqueFunction(function=_nodes)])
+    # Fast DDS transports for camera-size images, unless the environment names a profile.
+    profile = []
+    if not any(name in os.environ for name in PROFILE_VARIABLES):
+        profile.append(SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
+                                              os.path.join(share, 'config', 'fastdds.xml')))
+    return LaunchDescription(arguments + profile + [OpaqueFunction(function=_nodes)])

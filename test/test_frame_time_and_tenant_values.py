@@ -1,7 +1,8 @@
 """Source stamps on the runtime's clock, and run-time tenants' values (no ROS)."""
 
 from delen_ros.nodes.frame_time import FrameClock
-from delen_ros.nodes.tenant_values import check_tenant_name, tenant_values
+from delen_ros.nodes.parameters import check_tenant_name
+from delen_ros.nodes.tenant_values import tenant_values
 import pytest
 
 MS = 10 ** 6

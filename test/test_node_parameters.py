@@ -1,8 +1,15 @@
 """The serving node's parameter table and consistency rules (no ROS)."""
 
-from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
-                                        tenant_goal, TENANT_PARAMETERS)
-from delen_ros.runtime import GoalError, PolicyError
+import os
+from pathlib import Path
+import re
+
+from delen_ros.engine.profiling import load_profile
+from delen_ros.nodes.dds_profile import default_profiles_file, use_default_profiles
+from delen_ros.nodes.parameters import (check_tenant, check_tenant_names, SERVER_PARAMETERS,
+                                        tenant_defaults, tenant_goal, TENANT_PARAMETERS,
+                                        unmeetable_bounds)
+from delen_ros.runtime import CostModel, Goal, GoalError, PolicyError, PowerModel
 import pytest
 
 
@@ -56,3 +63,67 @@ def test_inconsistent_settings_are_refused_with_a_reason(changes, error, words):
     with pytest.raises(error, match=words):
         check_tenant(_values(**changes), max_accuracy=0.9376, qos_deadline_ms=None,
                      fallback_latency_ms=100.0)
+
+
+@pytest.fixture(scope='module')
+def profile():
+    return load_profile(Path(__file__).resolve().parents[1] / 'models'
+                        / 'fmnist_compact_resnet.profile.json')
+
+
+@pytest.mark.parametrize('policy,words', [
+    ('static:exit_index=99', 'exit_index 99 out of range'),
+    ('static:exit_index=-99', 'exit_index -99 out of range'),
+    ('budget:threads=1024', 'threads 1024 exceeds the'),
+    ('confidence:threshold=1.5', 'threshold'),
+    ('budget:gain=-1', 'gain must be in [0, 1]'),
+])
+def test_policy_arguments_are_checked_against_the_model_and_the_machine(profile, policy, words):
+    with pytest.raises(PolicyError, match=re.escape(words)):
+        check_tenant(_values(policy=policy), max_accuracy=profile.max_accuracy,
+                     qos_deadline_ms=None, fallback_latency_ms=100.0, profile=profile)
+
+
+def test_policies_within_the_model_and_the_cores_are_accepted(profile):
+    for policy in ('static:exit_index=3', 'static:exit_index=-4', 'budget:threads=1'):
+        check_tenant(_values(policy=policy), max_accuracy=profile.max_accuracy,
+                     qos_deadline_ms=None, fallback_latency_ms=100.0, profile=profile)
+
+
+def test_the_threads_parameter_stops_at_the_cores_this_process_may_use():
+    threads = next(spec for spec in SERVER_PARAMETERS if spec.name == 'threads')
+    assert threads.maximum == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize('names,words', [
+    (['a', 'a'], "tenant 'a' is named twice"),
+    (['a.b'], 'not a ROS name token'),
+    ([''], 'not a ROS name token'),
+    (['1a'], 'not a ROS name token'),
+])
+def test_bad_tenant_lists_are_refused(names, words):
+    with pytest.raises(ValueError, match=words):
+        check_tenant_names(names)
+    assert check_tenant_names(['front', 'rear_2']) == ['front', 'rear_2']
+
+
+def test_bounds_no_exit_can_meet_are_named(profile):
+    cost = CostModel(profile, power=PowerModel.from_platform('generic_x86_2core'))
+    first_ms = min(cost.expected(0, t).latency_ms for t in cost.thread_counts)
+    tight = Goal.latency(first_ms / 2, energy_mj=1e-6)
+    latency, energy = unmeetable_bounds(tight, cost)
+    assert 'latency bound' in latency and 'below' in latency
+    assert 'energy bound' in energy
+    assert unmeetable_bounds(Goal.latency(first_ms * 2), cost) == ()
+    assert unmeetable_bounds(Goal.accuracy(0.5), cost) == ()
+
+
+def test_the_shipped_dds_profile_is_used_unless_the_environment_names_one():
+    env = {}
+    assert use_default_profiles(env) == str(default_profiles_file())
+    assert env['FASTDDS_DEFAULT_PROFILES_FILE'].endswith('fastdds.xml')
+    for chosen in ({'FASTRTPS_DEFAULT_PROFILES_FILE': '/robot.xml'},
+                   {'FASTDDS_DEFAULT_PROFILES_FILE': ''},
+                   {'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'}):
+        env = dict(chosen)
+        assert use_default_profiles(env) is None and env == chosen

@@ -39,5 +39,13 @@ export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 # Keep DDS discovery on this machine (loopback only, no multicast on the LAN)
 # unless the caller chose otherwise (Jazzy and newer; Humble uses ROS_LOCALHOST_ONLY=1).
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
+# Fast DDS transports for camera-size images (config/fastdds.xml, docs/large_images.md),
+# unless the caller already set either variable (set empty: Fast DDS's own defaults).
+if [ -z "${FASTDDS_DEFAULT_PROFILES_FILE+set}" ] && [ -z "${FASTRTPS_DEFAULT_PROFILES_FILE+set}" ]; then
+    _delen_profile="$_delen_repo/install/delen_ros/share/delen_ros/config/fastdds.xml"
+    [ -f "$_delen_profile" ] || _delen_profile="$_delen_repo/config/fastdds.xml"
+    export FASTDDS_DEFAULT_PROFILES_FILE="$_delen_profile"
+    unset _delen_profile
+fi
 unset -f _delen_prepend
 unset _delen_repo

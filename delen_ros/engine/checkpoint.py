@@ -63,13 +63,16 @@ def save_checkpoint(path: Union[str, Path], network: MultiExitNetwork, config: M
 
 
 def _first_line(error: BaseException) -> str:
+    # The first sentence of the first line: torch appends paragraphs of advice.
     text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    return text[0].split('. ')[0].rstrip('.') if text else type(error).__name__
 
 
 def load_checkpoint(path: Union[str, Path, None] = None) -> LoadedModel:
     """Load a checkpoint (default: the shipped model); raise CheckpointError naming the file."""
     path = Path(path) if path is not None else default_model_path()
+    if path.is_dir():
+        raise CheckpointError(f'{path}: is a directory, not a model file')
     if not path.is_file():
         raise CheckpointError(f'{path}: model file not found')
     try:

@@ -22,6 +22,7 @@ from delen_ros.engine.profiling import ProfileError
 from delen_ros.msg import InferenceResult, TenantStatus
 from delen_ros.nodes.camera_node import CameraNode
 from delen_ros.nodes.config_file import CAMERA_PREFIX, node_sections
+from delen_ros.nodes.dds_profile import use_default_profiles
 from delen_ros.nodes.demo_report import format_table, plot_timeline, ResultPoint, StatusRow
 from delen_ros.nodes.governor_node import GovernorNode
 from delen_ros.nodes.power_trace_node import PowerTraceNode
@@ -117,6 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'bringup: {config}: parameter file not found', file=sys.stderr)
         return 2
     ros_args = argv[argv.index('--ros-args') + 1:] if '--ros-args' in argv else []
+    use_default_profiles()  # camera-size images (config/fastdds.xml)
     rclpy.init(args=['bringup', '--ros-args', '--params-file', str(config), *ros_args])
     nodes: List[Node] = []
     try:

@@ -1,20 +1,32 @@
 """
 Parameters of the serving node, in one table (no ROS import).
 
-The node turns each ``ParameterSpec`` into a ``ParameterDescriptor``; ``tenant_goal`` and
-``check_tenant`` are the consistency rules its on-set callback applies.
+The node turns each ``ParameterSpec`` into a ``ParameterDescriptor``; ``check_tenant_names``,
+``tenant_goal`` and ``check_tenant`` are the rules its start-up and on-set callback apply, and
+``unmeetable_bounds`` names the legal bounds that no exit can meet.
+
+What is refused and what is only warned: a value that is malformed, out of range, names an
+exit the model lacks, asks for more threads than the cores this process may use, or asks for
+more accuracy than the model reaches is refused with the reason (the old value stays). A
+latency or energy bound below what the first exit costs is legal (costs are estimates that
+change with load, and ``on_infeasible: serve_first_exit`` still answers such a tenant): it is
+accepted, warned once and shown in /diagnostics.
 """
 
 from dataclasses import dataclass
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+import re
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..runtime import Goal, GoalError, make_policy, PolicyError
+from ..runtime import available_cores, Goal, GoalError, make_policy, PolicyError
 
 __all__ = ['GOALS', 'ParameterSpec', 'SERVER_PARAMETERS', 'TENANT_PARAMETERS', 'check_tenant',
-           'tenant_defaults', 'tenant_goal', 'tenant_parameter']
+           'check_tenant_name', 'check_tenant_names', 'tenant_defaults', 'tenant_goal',
+           'tenant_parameter', 'unmeetable_bounds']
 
 GOALS = ('latency', 'accuracy', 'energy')
+# A tenant name prefixes parameters and topics: one ROS name token.
+_TENANT_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
 
 
 @dataclass(frozen=True)
@@ -49,8 +61,8 @@ SERVER_PARAMETERS = (
     ParameterSpec('tenants', 'string_array', ['camera'],
                   'tenant names; each has the <tenant>.* parameters', read_only=True),
     ParameterSpec('threads', 'integer', 1,
-                  'intra-op threads for policies that do not choose their own', 1, 64, 1,
-                  read_only=True),
+                  'intra-op threads for policies that do not choose their own (at most the '
+                  'cores this process may use)', 1, available_cores(), 1, read_only=True),
     ParameterSpec('status_period_s', 'double', 1.0,
                   'period of TenantStatus and /diagnostics', 0.1, 10.0, 0.1, read_only=True),
     ParameterSpec('max_image_pixels', 'integer', 4096 * 4096,
@@ -152,15 +164,42 @@ def tenant_goal(values: Mapping[str, Any], *, qos_deadline_ms: Optional[float],
     return Goal.energy(energy, latency_ms=latency, min_accuracy=accuracy)
 
 
+def check_tenant_name(name: Any, *, existing: Collection[str] = ()) -> str:
+    """Return ``name`` if it can name a new tenant (a ROS name token not in use)."""
+    if not isinstance(name, str) or not _TENANT_NAME.fullmatch(name):
+        raise ValueError(f'tenant name {name!r} is not a ROS name token (a letter, then '
+                         'letters, digits or _)')
+    if name in existing:
+        raise ValueError(f'tenant {name!r} already exists')
+    return name
+
+
+def check_tenant_names(names: Sequence[Any]) -> List[str]:
+    """Return the tenant names, or raise ValueError for a bad or repeated one."""
+    checked: List[str] = []
+    for name in names:
+        if name in checked:
+            raise ValueError(f'tenant {name!r} is named twice in tenants')
+        checked.append(check_tenant_name(name))
+    return checked
+
+
 def check_tenant(values: Mapping[str, Any], *, max_accuracy: float,
                  qos_deadline_ms: Optional[float], fallback_latency_ms: float,
-                 policies: Sequence[str] = ()) -> Goal:
-    """Validate a tenant's parameters together; return its Goal or raise ValueError."""
+                 policies: Sequence[str] = (), profile: Any = None) -> Goal:
+    """
+    Validate a tenant's parameters together; return its Goal or raise ValueError.
+
+    With ``profile`` the policy is also checked against the model (``Policy.attach``: an exit
+    it lacks, for instance).
+    """
     goal = tenant_goal(values, qos_deadline_ms=qos_deadline_ms,
                        fallback_latency_ms=fallback_latency_ms)
     goal.check_reachable(max_accuracy)
     try:
-        make_policy(str(values['policy']))
+        policy = make_policy(str(values['policy']))
+        if profile is not None:
+            policy.attach(profile)
     except PolicyError as error:
         known = f' (known: {", ".join(policies)})' if policies else ''
         raise PolicyError(f'{error}{known}') from None
@@ -168,3 +207,23 @@ def check_tenant(values: Mapping[str, Any], *, max_accuracy: float,
     if values['on_infeasible'] not in spec.choices:
         raise ValueError(f'on_infeasible must be one of {", ".join(spec.choices)}')
     return goal
+
+
+def unmeetable_bounds(goal: Goal, cost: Any) -> Tuple[str, ...]:
+    """
+    Name the bounds of ``goal`` that even the first exit misses, at its best thread count.
+
+    ``cost`` is the runtime's CostModel (``thread_counts`` and ``expected(exit, threads)``:
+    the profiled cost corrected by what was measured so far). Empty when every bound is met.
+    """
+    first = [cost.expected(0, threads) for threads in cost.thread_counts]
+    fastest = min(c.latency_ms for c in first)
+    thriftiest = min(c.energy_mj for c in first)
+    problems = []
+    if goal.latency_ms is not None and goal.latency_ms < fastest:
+        problems.append(f'latency bound {goal.latency_ms:g} ms is below the {fastest:.2f} ms '
+                        'the first exit takes')
+    if goal.energy_mj is not None and goal.energy_mj < thriftiest:
+        problems.append(f'energy bound {goal.energy_mj:g} mJ is below the {thriftiest:.3f} mJ '
+                        'the first exit uses')
+    return tuple(problems)

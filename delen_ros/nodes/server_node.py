@@ -21,17 +21,19 @@ from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_pa
                                          string_array_parameter, string_parameter)
 from delen_ros.nodes.frame_time import FrameClock
 from delen_ros.nodes.image_intake import ImageIntake
-from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
-                                        tenant_parameter, TENANT_PARAMETERS)
+from delen_ros.nodes.parameters import (check_tenant, check_tenant_name, check_tenant_names,
+                                        SERVER_PARAMETERS, tenant_defaults, tenant_parameter,
+                                        TENANT_PARAMETERS, unmeetable_bounds)
 from delen_ros.nodes.server_services import ServerServices, undeclare_parameter
 from delen_ros.nodes.spin import run_node
-from delen_ros.nodes.tenant_values import check_tenant_name, tenant_values
+from delen_ros.nodes.tenant_values import tenant_values
 from delen_ros.runtime import available_policies, InferenceServer, InputError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
+from rclpy.exceptions import InvalidParameterTypeException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -86,6 +88,11 @@ class _TenantIo:
         self.last_rejection = ''
         self.frame_clock = FrameClock()
         self.stamp_warned: set = set()
+        self.unmeetable: tuple = ()
+        self.frames_lost = 0
+        self.reliable = False
+        self.image_subscription = None
+        self.callback_group = None
         self.result_publisher = None
         self.status_publisher = None
         self.subscriptions: list = []
@@ -105,7 +112,7 @@ class ServingCore:
     def __init__(self, node: Node) -> None:
         self.node = node
         for spec in SERVER_PARAMETERS:
-            node.declare_parameter(spec.name, spec.default, descriptor(spec))
+            self._declare(spec.name, spec.default, spec)
         self._server: Optional[InferenceServer] = None
         self._intake: Optional[ImageIntake] = None
         self._tenants: Dict[str, _TenantIo] = {}
@@ -142,8 +149,8 @@ class ServingCore:
         self._budgets = BudgetAdjustments(self.node, self._server,
                                           timeout_parameter='adjustment_timeout_s')
         try:
-            for name in value('tenants'):
-                self._add_tenant(str(name))
+            for name in check_tenant_names(value('tenants')):
+                self._add_tenant(name)
         except Exception:
             self.cleanup()
             raise
@@ -221,8 +228,18 @@ class ServingCore:
 
     # -- set-up ------------------------------------------------------------------------------
 
+    def _declare(self, name: str, default, spec) -> None:
+        try:
+            self.node.declare_parameter(name, default, descriptor(spec))
+        except InvalidParameterTypeException as error:
+            hint = ' (YAML reads 50 as an integer: write 50.0)' if spec.kind == 'double' else ''
+            raise ValueError(f'parameter {name} must be a {spec.kind}{hint}: {error}') from None
+
     def _value(self, name: str):
-        return self.node.get_parameter(name).value
+        try:
+            return self.node.get_parameter(name).value
+        except ParameterUninitializedException:  # an empty YAML list has no type: []
+            return []
 
     def _add_tenant(self, name: str, values: Optional[Dict[str, object]] = None,
                     io: Optional[_TenantIo] = None) -> None:
@@ -230,15 +247,16 @@ class ServingCore:
         defaults = values or tenant_defaults(name)
         for spec in TENANT_PARAMETERS:
             full = tenant_parameter(name, spec.name)
-            self.node.declare_parameter(full, defaults[spec.name], descriptor(spec))
+            self._declare(full, defaults[spec.name], spec)
             io.values[spec.name] = self._value(full)
         try:
             goal = check_tenant(io.values, max_accuracy=self._server.profile.max_accuracy,
                                 qos_deadline_ms=None,
                                 fallback_latency_ms=self._fallback_latency_ms,
-                                policies=self._policies)
+                                policies=self._policies, profile=self._server.profile)
         except ValueError as error:
             raise ValueError(f'tenant {name}: {error}') from None
+        self._note_unmeetable(io, goal)
         self._server.add_tenant(name, goal=goal, policy=str(io.values['policy']),
                                 queue_size=int(io.values['queue_size']),
                                 on_infeasible=str(io.values['on_infeasible']),
@@ -252,23 +270,8 @@ class ServingCore:
         io.result_publisher = node.create_publisher(
             InferenceResult, io.values['output_topic'], 10)
         io.status_publisher = node.create_publisher(TenantStatus, io.values['status_topic'], 10)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(io.values['queue_size']),
-                         reliability=qos_profile_sensor_data.reliability)
-        if io.values['input_deadline_ms'] > 0:
-            qos.deadline = Duration(nanoseconds=int(io.values['input_deadline_ms'] * 1e6))
-        events = SubscriptionEventCallbacks(
-            deadline=functools.partial(self._deadline_missed_callback, io),
-            incompatible_qos=functools.partial(self._incompatible_qos_callback, io))
-        group = MutuallyExclusiveCallbackGroup()
-        callback = functools.partial(self._image_callback, io)
-        subscription = node.create_subscription(Image, io.values['input_topic'], callback, qos,
-                                                event_callbacks=events,
-                                                callback_group=self._intake.group)
-        for handler in subscription.event_handlers:  # QoS events stay on the executor
-            handler.callback_group = group
-            group.add_entity(handler)
-        self._intake.add(subscription, callback)
-        io.subscriptions.append(subscription)
+        group = io.callback_group = MutuallyExclusiveCallbackGroup()
+        self._subscribe_images(io, reliable=False)
         if GroundTruth is not None:
             io.subscriptions.append(node.create_subscription(
                 GroundTruth, io.values['input_topic'].rstrip('/') + '/ground_truth',
@@ -283,6 +286,8 @@ class ServingCore:
             self._intake.remove(subscription)
             node.destroy_subscription(subscription)
         io.subscriptions = []
+        io.image_subscription = None
+        io.publisher_gids, io.reliable = (), False  # matched again when reopened
         for publisher in (io.result_publisher, io.status_publisher):
             if publisher is not None:
                 node.destroy_publisher(publisher)
@@ -322,6 +327,33 @@ class ServingCore:
         self._close_tenant(io)
         for spec in TENANT_PARAMETERS:
             undeclare_parameter(self.node, tenant_parameter(name, spec.name))
+
+    def _subscribe_images(self, io: _TenantIo, *, reliable: bool) -> None:
+        """(Re)create a tenant's image subscription: best effort, or reliable to match."""
+        if io.image_subscription is not None:
+            self._intake.remove(io.image_subscription)
+            io.subscriptions.remove(io.image_subscription)
+            self.node.destroy_subscription(io.image_subscription)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(io.values['queue_size']),
+                         reliability=(ReliabilityPolicy.RELIABLE if reliable
+                                      else qos_profile_sensor_data.reliability))
+        if io.values['input_deadline_ms'] > 0:
+            qos.deadline = Duration(nanoseconds=int(io.values['input_deadline_ms'] * 1e6))
+        events = SubscriptionEventCallbacks(
+            deadline=functools.partial(self._deadline_missed_callback, io),
+            incompatible_qos=functools.partial(self._incompatible_qos_callback, io),
+            message_lost=functools.partial(self._message_lost_callback, io))
+        callback = functools.partial(self._image_callback, io)
+        subscription = self.node.create_subscription(
+            Image, io.values['input_topic'], callback, qos, event_callbacks=events,
+            callback_group=self._intake.group)
+        for handler in subscription.event_handlers:  # QoS events stay on the executor
+            handler.callback_group = io.callback_group
+            io.callback_group.add_entity(handler)
+        self._intake.add(subscription, callback)
+        io.subscriptions.append(subscription)
+        io.image_subscription = subscription
+        io.reliable = reliable
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -373,6 +405,10 @@ class ServingCore:
 
     def _deadline_missed_callback(self, io: _TenantIo, event) -> None:
         io.deadline_missed = int(event.total_count)
+
+    def _message_lost_callback(self, io: _TenantIo, event) -> None:
+        # Frames DDS gave up on before they reached this process (fragments lost, mostly).
+        io.frames_lost += int(event.total_count_change)
 
     def _incompatible_qos_callback(self, io: _TenantIo, event) -> None:
         io.incompatible_qos = int(event.total_count)
@@ -434,38 +470,64 @@ class ServingCore:
             logger.info(text)
 
     def _parameters_callback(self, parameters) -> SetParametersResult:
-        """Refuse inconsistent tenant settings with a reason; apply the others at once."""
+        """Refuse invalid or inconsistent settings with a reason; apply the others at once."""
+        try:
+            return self._set_parameters(parameters)
+        except Exception as error:  # noqa: B902 - a parameter write must never stop the node
+            self.node.get_logger().error(
+                f'setting parameters failed: {type(error).__name__}: {error}')
+            return SetParametersResult(successful=False,
+                                       reason=f'internal error: {type(error).__name__}: {error}')
+
+    def _set_parameters(self, parameters) -> SetParametersResult:
         changes: Dict[str, Dict[str, object]] = {}
+        server: Dict[str, object] = {}
         for parameter in parameters:
             tenant, _, field = parameter.name.partition('.')
             if tenant in self._tenants and field:
                 changes.setdefault(tenant, {})[field] = parameter.value
-            elif parameter.name == 'max_image_pixels':
-                self._max_pixels = int(parameter.value)
-            elif parameter.name == 'fallback_latency_ms':
-                self._fallback_latency_ms = float(parameter.value)
+            elif parameter.name in ('max_image_pixels', 'fallback_latency_ms'):
+                server[parameter.name] = parameter.value
+        fallback = float(server.get('fallback_latency_ms', self._fallback_latency_ms))
+        if 'fallback_latency_ms' in server:  # tenants without a bound follow it
+            for tenant in self._tenants:
+                changes.setdefault(tenant, {})
         goals = {}
         for tenant, fields in changes.items():
             io = self._tenants[tenant]
-            values = {**io.values, **fields}
             try:
                 goals[tenant] = check_tenant(
-                    values, max_accuracy=self._server.profile.max_accuracy,
-                    qos_deadline_ms=io.qos_deadline_ms,
-                    fallback_latency_ms=self._fallback_latency_ms, policies=self._policies)
+                    {**io.values, **fields}, max_accuracy=self._server.profile.max_accuracy,
+                    qos_deadline_ms=io.qos_deadline_ms, fallback_latency_ms=fallback,
+                    policies=self._policies, profile=self._server.profile)
             except ValueError as error:
                 return SetParametersResult(successful=False, reason=f'{tenant}: {error}')
+        self._max_pixels = int(server.get('max_image_pixels', self._max_pixels))
+        self._fallback_latency_ms = fallback
         for tenant, fields in changes.items():
             io = self._tenants[tenant]
             old_policy, old_queue = io.values['policy'], io.values['queue_size']
             io.values.update(fields)
-            self._budgets.set_base(tenant, goals[tenant])
+            self._set_goal(io, goals[tenant])
             if io.values['policy'] != old_policy:
                 self._server.set_policy(tenant, str(io.values['policy']))
             if io.values['queue_size'] != old_queue:
                 self._server.set_queue_size(tenant, int(io.values['queue_size']))
             self._server.set_share(tenant, float(io.values['share']))
         return SetParametersResult(successful=True)
+
+    def _set_goal(self, io: _TenantIo, goal) -> None:
+        self._budgets.set_base(io.name, goal)
+        self._note_unmeetable(io, goal)
+
+    def _note_unmeetable(self, io: _TenantIo, goal) -> None:
+        """Warn once about legal bounds no exit can meet; /diagnostics shows them meanwhile."""
+        problems = unmeetable_bounds(goal, self._server.cost)
+        if problems and problems != io.unmeetable:
+            self.node.get_logger().warning(
+                f'tenant {io.name}: {"; ".join(problems)}: its frames will be '
+                f'{"dropped" if io.values["on_infeasible"] == "drop" else "answered late"}')
+        io.unmeetable = problems
 
     def _publishers_callback(self) -> None:
         """Follow the deadline QoS offered on each input topic (publishers come and go)."""
@@ -479,6 +541,14 @@ class ServingCore:
             if gids == io.publisher_gids:
                 continue
             io.publisher_gids = gids
+            # As ros2 bag record does: reliable only when every publisher is.
+            reliable = bool(infos) and all(
+                info.qos_profile.reliability == ReliabilityPolicy.RELIABLE for info in infos)
+            if infos and reliable != io.reliable:
+                self._subscribe_images(io, reliable=reliable)
+                self.node.get_logger().info(
+                    f'tenant {io.name}: {io.values["input_topic"]} now '
+                    f'{"reliable" if reliable else "best effort"}, as its publishers')
             offered = [info.qos_profile.deadline.nanoseconds for info in infos]
             offered = [ns for ns in offered if 0 < ns < _NO_DEADLINE_NS]
             deadline = min(offered) / 1e6 if offered else None
@@ -496,7 +566,7 @@ class ServingCore:
             self.node.get_logger().error(f'tenant {io.name}: offered deadline '
                                          f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
             return
-        self._budgets.set_base(io.name, goal)
+        self._set_goal(io, goal)
         self.node.get_logger().info(f'tenant {io.name}: base goal {goal} (offered deadline '
                                     f'{io.qos_deadline_ms} ms)')
 
@@ -519,7 +589,8 @@ class ServingCore:
             header=_header(stamp), tenant=io.name, goal=snapshot.goal, policy=snapshot.policy,
             frames_received=snapshot.received, frames_served=snapshot.served,
             frames_dropped=snapshot.dropped, frames_rejected=snapshot.rejected,
-            frames_failed=snapshot.failed, deadline_misses=snapshot.deadline_misses,
+            frames_lost=io.frames_lost, frames_failed=snapshot.failed,
+            deadline_misses=snapshot.deadline_misses,
             deadline_met_ratio=float(snapshot.deadline_met_ratio),
             latency_mean_ms=float(snapshot.latency_mean_ms),
             latency_p99_ms=float(snapshot.latency_p99_ms), mean_exit=float(snapshot.mean_exit),
@@ -565,6 +636,13 @@ class ServingCore:
         if io.incompatible_qos:
             level = max(level, DiagnosticStatus.WARN)
             problems.append('incompatible QoS offered on the input topic')
+        if io.unmeetable:
+            level = max(level, DiagnosticStatus.WARN)
+            problems.extend(io.unmeetable)
+        if io.frames_lost:
+            level = max(level, DiagnosticStatus.WARN)
+            problems.append(f'{io.frames_lost} frames lost in transport (DDS); see '
+                            'docs/large_images.md')
         values = {
             'goal': snapshot.goal, 'policy': snapshot.policy,
             'input_topic': io.values['input_topic'],
@@ -580,7 +658,11 @@ class ServingCore:
             'energy_mean_mj': f'{snapshot.energy_mean_mj:.3f}',
             'energy_measured': snapshot.energy_measured, 'accuracy': f'{snapshot.accuracy:.4f}',
             'input_deadline_missed': io.deadline_missed,
-            'incompatible_qos': io.incompatible_qos, **self._budgets.tenant_values(io.name),
+            'incompatible_qos': io.incompatible_qos,
+            'unmeetable_bounds': '; '.join(io.unmeetable),
+            'frames_lost': io.frames_lost,
+            'input_reliability': 'reliable' if io.reliable else 'best_effort',
+            **self._budgets.tenant_values(io.name),
             **{f'stamps_{check}': count for check, count in io.frame_clock.counts.items()},
         }
         return DiagnosticStatus(

@@ -1,20 +1,27 @@
 """One way to run a node as an executable: the executor, start-up errors as one line, Ctrl-C."""
 
 import argparse
+import os
 import signal
 import sys
+import traceback
 from typing import Callable, Optional, Sequence, Tuple, Type
 
+from delen_ros.nodes.dds_profile import use_default_profiles
+from delen_ros.nodes.entry import INTERRUPTED
 import rclpy
 from rclpy.context import Context
+from rclpy.exceptions import ParameterException
 from rclpy.executors import (Executor, ExternalShutdownException, MultiThreadedExecutor,
                              SingleThreadedExecutor)
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
-__all__ = ['EXECUTORS', 'add_executor_argument', 'make_executor', 'run_node']
+__all__ = ['EXECUTORS', 'add_executor_argument', 'make_executor', 'one_line', 'run_node']
 
 EXECUTORS = ('single', 'multi')
+# Set to 1 to see the traceback of an unexpected start-up error (normally one line).
+TRACEBACK_VARIABLE = 'DELEN_TRACEBACK'
 
 
 def make_executor(kind: str = 'single', *, num_threads: Optional[int] = None,
@@ -43,27 +50,41 @@ def add_executor_argument(parser: argparse.ArgumentParser) -> None:
                              'docs/serving_path.md)')
 
 
+def one_line(error: BaseException) -> str:
+    """Return an exception's message on one line (its type name when it has none)."""
+    text = ' '.join(str(error).split())
+    return text or type(error).__name__
+
+
 def run_node(factory: Callable[[], Node], *, name: str,
              startup_errors: Tuple[Type[BaseException], ...] = (ValueError,),
              args: Optional[Sequence[str]] = None) -> int:
     """
     Create a node, spin it until shutdown, return the exit code.
 
-    Command line: ``[--executor single|multi] [--ros-args ...]``. An exception of
-    ``startup_errors`` raised while creating the node is printed as one line
-    (``<name>: <message>``) and gives exit code 1.
+    Command line: ``[--executor single|multi] [--ros-args ...]``. Fast DDS gets the shipped
+    profile for large images unless the environment names one (``dds_profile``). Any error
+    while starting (bad ROS arguments or parameter file, an exception of ``startup_errors``,
+    an rclpy parameter error, anything else) is printed as one line, ``<name>: <message>``,
+    and gives exit code 1; Ctrl-C while starting gives ``INTERRUPTED``. ``DELEN_TRACEBACK=1``
+    adds the traceback of errors that are not of the expected kinds.
     """
     argv = list(sys.argv if args is None else args)
     parser = argparse.ArgumentParser(prog=name, description=f'Run the {name} node.')
     add_executor_argument(parser)
-    options = parser.parse_args(remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
     try:
+        options = parser.parse_args(remove_ros_args(argv)[1:])
+        use_default_profiles()  # camera-size images (config/fastdds.xml)
+        rclpy.init(args=argv)
         node = factory()
-    except startup_errors as error:
-        print(f'{name}: {error}', file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
+    except KeyboardInterrupt:
+        return _startup_failed(name, 'interrupted while starting', INTERRUPTED)
+    except startup_errors + (ParameterException,) as error:
+        return _startup_failed(name, one_line(error))
+    except Exception as error:  # noqa: B902 - every start-up error ends in one line
+        if os.environ.get(TRACEBACK_VARIABLE) == '1':
+            traceback.print_exc()
+        return _startup_failed(name, f'cannot start: {type(error).__name__}: {one_line(error)}')
     executor = make_executor(options.executor)
     executor.add_node(node)
     try:
@@ -82,3 +103,13 @@ def run_node(factory: Callable[[], Node], *, name: str,
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _startup_failed(name: str, message: str, code: int = 1) -> int:
+    print(f'{name}: {message}', file=sys.stderr)
+    try:
+        # Destroys a half-built node too; whatever that raises is no news after the message.
+        rclpy.try_shutdown()
+    except BaseException:  # noqa: B902
+        pass
+    return code

@@ -7,25 +7,13 @@ declared, so a refused request leaves nothing behind.
 """
 
 import math
-import re
-from typing import Any, Collection, Dict, Mapping
+from typing import Any, Dict, Mapping
 
 from .parameters import tenant_defaults, TENANT_PARAMETERS
 
-__all__ = ['check_tenant_name', 'tenant_values']
+__all__ = ['tenant_values']
 
-_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
 _SPECS = {spec.name: spec for spec in TENANT_PARAMETERS}
-
-
-def check_tenant_name(name: Any, *, existing: Collection[str]) -> str:
-    """Return ``name`` if it can name a new tenant (a ROS name token not in use)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f'tenant name must be a ROS name token (a letter, then letters, '
-                         f'digits or _), got {name!r}')
-    if name in existing:
-        raise ValueError(f'tenant {name!r} already exists')
-    return name
 
 
 def _typed(spec, value: Any) -> Any:

@@ -9,8 +9,9 @@ policies defined elsewhere register when their module is imported.
 import importlib
 import pkgutil
 
-from .base import (available_policies, make_policy, Outcome, parse_policy_spec, Plan, Policy,
-                   PolicyError, register_policy, RequestContext)
+from .base import (available_cores, available_policies, make_policy, Outcome,
+                   parse_policy_spec, Plan, Policy, PolicyError, register_policy,
+                   RequestContext)
 from .budget import BudgetPolicy
 from .confidence import ConfidencePolicy
 from .static import StaticPolicy
@@ -19,5 +20,5 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f'{__name__}.{_module.name}')
 
 __all__ = ['BudgetPolicy', 'ConfidencePolicy', 'Outcome', 'Plan', 'Policy', 'PolicyError',
-           'RequestContext', 'StaticPolicy', 'available_policies', 'make_policy',
-           'parse_policy_spec', 'register_policy']
+           'RequestContext', 'StaticPolicy', 'available_cores', 'available_policies',
+           'make_policy', 'parse_policy_spec', 'register_policy']

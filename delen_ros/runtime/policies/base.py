@@ -11,13 +11,22 @@ import abc
 from dataclasses import dataclass
 import inspect
 import math
+import os
 from typing import Any, ClassVar, Dict, Optional, Tuple, Type, Union
 
 from ..conditions import ExitStatus
 from ..goals import Goal
 
-__all__ = ['Outcome', 'Plan', 'Policy', 'PolicyError', 'RequestContext', 'available_policies',
-           'make_policy', 'parse_policy_spec', 'register_policy']
+__all__ = ['Outcome', 'Plan', 'Policy', 'PolicyError', 'RequestContext', 'available_cores',
+           'available_policies', 'make_policy', 'parse_policy_spec', 'register_policy']
+
+
+def available_cores() -> int:
+    """Return the number of cores this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 class PolicyError(ValueError):
@@ -117,6 +126,10 @@ class Policy(abc.ABC):
         if threads is not None and (isinstance(threads, bool) or int(threads) != threads
                                     or threads < 1):
             raise PolicyError(f'{self.name}: threads must be a positive integer, got {threads!r}')
+        if threads is not None and threads > available_cores():
+            # More intra-op threads than cores only adds contention, for every tenant.
+            raise PolicyError(f'{self.name}: threads {threads} exceeds the {available_cores()} '
+                              'cores this process may use')
         self.threads = None if threads is None else int(threads)
 
     def attach(self, profile: Any) -> None:
