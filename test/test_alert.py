@@ -7,8 +7,8 @@ from delen_ros.engine.profiling import load_profile, ModelProfile, PROFILE_FORMA
 from delen_ros.runtime.cost import CostModel
 from delen_ros.runtime.energy import PowerModel, PowerSetting
 from delen_ros.runtime.goals import Goal, GoalKind
-from delen_ros.runtime.policies import make_policy, Outcome, Plan, PolicyError, RequestContext
 from delen_ros.runtime.kalman import alert_filter, KalmanConfig
+from delen_ros.runtime.policies import make_policy, Outcome, Plan, PolicyError, RequestContext
 from delen_ros.runtime.policies.alert import AlertPolicy, deadline_probability
 from delen_ros.runtime.policies.alert_plus import AlertPlusPolicy
 import numpy as np

@@ -1,6 +1,8 @@
 """
-``coordinated``: the runtime's default policy. ALERT's choice of the resource setting, made
-per setting with uncertainty, and Dělen's per-frame early exit on calibrated confidence.
+``coordinated``: the runtime's default policy.
+
+ALERT's choice of the resource setting, made per setting with uncertainty, and Dělen's
+per-frame early exit on calibrated confidence.
 
 Before a request (``plan``), for every resource setting (intra-op thread count):
 
@@ -69,11 +71,12 @@ class SettingState:
 
 
 def _filter(initial: float, spread: float) -> SlowdownFilter:
-    # Trust the profile (or the probe) at first: its own spread, not a wide prior. Clipped
-    # innovations ignore a single preempted request; ALERT's adaptive process noise lets a
-    # lasting jump through within a few requests.
+    # Trust the profile (or the probe) at first: its own spread, not a wide prior. ALERT's
+    # adaptive process noise, innovations not clipped: a setting used again after a while
+    # may be 100x slower, and one request must tell (single spikes fade within a few
+    # requests; the residual tail covers them meanwhile).
     return SlowdownFilter(initial=initial, variance=spread * spread, measurement_std=spread,
-                          sigma=0.0, forgetting=0.7)
+                          sigma=0.0, forgetting=0.7, clip=math.inf)
 
 
 @register_policy
@@ -128,6 +131,9 @@ class CoordinatedPolicy(Policy):
         self._accuracy: Tuple[float, ...] = ()
         self._setting: Optional[SettingState] = None
         self._ceiling = 0
+        self._states: Dict[Tuple[int, ...], Tuple[SettingState, ...]] = {}
+        self._plans: Dict[Tuple[int, bool], Plan] = {}
+        self._next_probe = self.explore_every
         self._probe_guess: Optional[float] = None
 
     # -- state -------------------------------------------------------------------------------
@@ -136,6 +142,7 @@ class CoordinatedPolicy(Policy):
         """Remember the profile (its tables are built on the first request)."""
         self._profile = profile
         self.settings = {}
+        self._states = {}
 
     def setting(self, threads: int, context: RequestContext) -> SettingState:
         """Return the state of one thread count (built on first use)."""
@@ -183,71 +190,94 @@ class CoordinatedPolicy(Policy):
                 return exit_index
         return -1
 
-    def _candidate_threads(self, context: RequestContext) -> Sequence[int]:
-        return (self.threads,) if self.threads is not None else context.thread_counts
-
     def _first_reaching(self, bound: float) -> int:
         for exit_index, accuracy in enumerate(self._accuracy):
             if accuracy >= bound:
                 return exit_index
         return len(self._accuracy) - 1
 
+    def _states_of(self, context: RequestContext) -> Tuple[SettingState, ...]:
+        counts = (self.threads,) if self.threads is not None else context.thread_counts
+        states = self._states.get(counts)
+        if states is None:
+            if self._profile is not context.profile or not self._accuracy:
+                self._profile, self._power = context.profile, context.cost.power
+                self._accuracy = tuple(context.profile.exit_accuracy)
+                self.settings = {}
+                self._states = {}
+            states = self._states[counts] = tuple(self.setting(t, context) for t in counts)
+        return states
+
     def plan(self, context: RequestContext) -> Plan:
         """Choose the setting and the deepest exit it reaches in time; stop per frame."""
-        if self._profile is not context.profile or not self._accuracy:
-            self._profile, self._power = context.profile, context.cost.power
-            self._accuracy = tuple(context.profile.exit_accuracy)
+        states = self._states_of(context)
         self.requests += 1
         goal = context.goal
         remaining = context.remaining_ms
         energy = context.energy_budget_mj
         accuracy_goal = goal.kind is GoalKind.ACCURACY
+        accuracy = self._accuracy
         needed = self._first_reaching(goal.min_accuracy) if accuracy_goal else 0
+        margin = self.tolerance if self.tolerance > 0.002 else 0.002
         best = None
-        best_key = None
-        states = [self.setting(t, context) for t in self._candidate_threads(context)]
+        best_ceiling = -1
+        best_value = best_cost = 0.0
         for state in states:
             ceiling = self._ceiling_of(state, remaining, energy, state.factor)
             if ceiling < 0:
                 continue
-            stop = min(needed, ceiling) if accuracy_goal else ceiling
-            cost = state.path_mj[stop] * state.energy.mean
             if accuracy_goal:
-                key = (ceiling >= needed, -cost, ceiling)
+                # Reaching the bound first (the deeper the ceiling, the more frames do), then
+                # the least energy to the exit that reaches it.
+                value = 1.0 if ceiling >= needed else accuracy[ceiling]
+                cost = state.path_mj[min(needed, ceiling)] * state.energy.mean
+                better = best is None or value > best_value or (
+                    value == best_value and cost < best_cost)
             else:
-                key = (self._accuracy[ceiling], -cost)
-            if best_key is None or _better(key, best_key, self.tolerance, accuracy_goal):
-                best, best_key = (state, ceiling), key
+                value = accuracy[ceiling]
+                cost = state.path_mj[ceiling] * state.energy.mean
+                # Accuracies within the margin are ties, settled by energy.
+                better = best is None or value > best_value + margin or (
+                    value >= best_value - margin and cost < best_cost)
+            if better:
+                best, best_ceiling, best_value, best_cost = state, ceiling, value, cost
         if best is None:
-            # Nothing fits: the first exit on the setting likeliest to make it.
-            state = min(states, key=lambda s: (s.path_ms[0] * s.factor, s.threads))
-            return self._planned(state, 0)
-        state, ceiling = best
-        probe = self._probe(states, state, ceiling, remaining, energy)
-        if probe is not None:
-            state, ceiling = probe
-        return self._planned(state, ceiling)
-
-    def _planned(self, state: SettingState, ceiling: int) -> Plan:
-        self._setting, self._ceiling = state, ceiling
-        state.last_used = self.requests
-        return Plan(threads=state.threads, target_exit=0 if ceiling <= 0 else None)
+            # Nothing fits: the first exit on the setting expected to be fastest.
+            best = min(states, key=lambda s: (s.path_ms[0] * s.latency.mean, s.threads))
+            best_ceiling = 0
+        elif self.requests >= self._next_probe and len(states) > 1:
+            probe = self._probe(states, best, best_ceiling, remaining, energy)
+            if probe is not None:
+                best, best_ceiling = probe
+        self._setting, self._ceiling = best, best_ceiling
+        best.last_used = self.requests
+        plans = self._plans
+        key = (best.threads, best_ceiling <= 0)
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = Plan(threads=best.threads,
+                                     target_exit=0 if best_ceiling <= 0 else None)
+        return plan
 
     def _probe(self, states: Sequence[SettingState], chosen: SettingState, ceiling: int,
                remaining: float, energy: float) -> Optional[Tuple[SettingState, int]]:
         self._probe_guess = None
+        found = None
         for state in states:
-            if state is chosen or self.requests - state.last_used < \
+            if found is not None or state is chosen or self.requests < state.last_used + \
                     self.explore_every * state.backoff:
                 continue
             # Optimistic: the slowdown of the setting in use, relative to its own profile.
-            guess = chosen.latency.mean
             reach = self._ceiling_of(state, remaining, energy, chosen.factor)
             if reach > ceiling:
-                self._probe_guess = guess
+                self._probe_guess = chosen.latency.mean
                 self.probes += 1
-                return state, reach
-        return None
+                found = state, reach
+            # Checked (probed or not worth it): due again after another interval.
+            state.last_used = self.requests
+        self._next_probe = min(s.last_used + self.explore_every * s.backoff
+                               for s in states if s is not chosen)
+        return found
 
     # -- per exit ----------------------------------------------------------------------------
 
@@ -311,14 +341,15 @@ class CoordinatedPolicy(Policy):
                 state.sorted_residuals.clear()
                 state.backoff = 1
                 return
+        state.latency.update(ratio)
         if self.tail_window:
+            # Against the updated level: a lasting jump is the filter's to follow, not a tail.
             residual = ratio / state.latency.mean
             state.residuals.append(residual)
             bisect.insort(state.sorted_residuals, residual)
             if len(state.residuals) > self.tail_window:
                 old = state.residuals.popleft()
                 del state.sorted_residuals[bisect.bisect_left(state.sorted_residuals, old)]
-        state.latency.update(ratio)
 
     def params(self) -> Dict[str, Any]:
         """Return the non-default parameters."""
@@ -334,13 +365,3 @@ class CoordinatedPolicy(Policy):
             if value != default:
                 params[key] = value
         return {**params, **super().params()}
-
-
-def _better(key: tuple, best: tuple, tolerance: float, accuracy_goal: bool) -> bool:
-    if accuracy_goal:
-        return key > best
-    # Accuracies within the tolerance (at least 0.002) are ties, settled by energy.
-    margin = max(tolerance, 0.002)
-    if key[0] > best[0] + margin:
-        return True
-    return key[0] >= best[0] - margin and key[1] > best[1]
