@@ -23,4 +23,10 @@ def test_demo_serves_three_tenants_and_writes_its_plot(tmp_path):
         received, served = int(row.group(2)), int(row.group(3))
         assert served > 0 and served <= received, f'{tenant}: {row.group(0)}'
     assert '(estimated)' in completed.stdout
+    # A real competing process ran in the middle third: one row per tenant and phase.
+    assert 'CPU contention' in completed.stdout
+    for tenant in rows:
+        for phase in ('before', 'contention', 'after'):
+            assert re.search(rf'^\| {tenant} \| {phase} \| \d+ \|', completed.stdout,
+                             re.M), completed.stdout
     assert (tmp_path / 'demo.png').stat().st_size > 10000
