@@ -30,7 +30,9 @@ After every exit (``should_stop``), per frame (BranchyNet, SDN; Dělen's conditi
 
 A setting unused for ``explore_every`` requests is probed once when, at the slowdown of the
 setting in use, it would reach a deeper exit; a probe that finds it slow doubles its interval
-(up to ``max_backoff``), one that finds it fine restarts its filter.
+(up to ``max_backoff``), one that finds it fine restarts its filter. A setting whose last
+request ran more than 4x slower than the other setting's last one is not chosen for the next
+``explore_every`` x backoff requests (its estimate would be stale when it next looked best).
 """
 
 import bisect
@@ -48,13 +50,18 @@ from ..kalman import SlowdownFilter
 __all__ = ['CoordinatedPolicy', 'SettingState']
 
 _INF = math.inf
+# A setting whose last request ran this many times slower than the other's last one is left
+# alone for a while: its estimate is stale when it next looks best (2 threads under a CPU hog
+# take 100x, while 1 thread takes 2x).
+_BLOCK_FACTOR = 4.0
 
 
 class SettingState:
     """What the policy knows of one resource setting: filters, tails and path costs."""
 
     __slots__ = ('threads', 'path_ms', 'path_mj', 'latency', 'energy', 'residuals',
-                 'sorted_residuals', 'factor', 'energy_factor', 'last_used', 'backoff')
+                 'sorted_residuals', 'factor', 'energy_factor', 'last_used', 'backoff',
+                 'last_ratio', 'blocked_until')
 
     def __init__(self, threads: int, path_ms: Sequence[float], path_mj: Sequence[float],
                  spread: float) -> None:
@@ -68,6 +75,8 @@ class SettingState:
         self.factor = self.energy_factor = 1.0
         self.last_used = 0
         self.backoff = 1
+        self.last_ratio = 1.0
+        self.blocked_until = 0
 
 
 def _filter(initial: float, spread: float) -> SlowdownFilter:
@@ -222,7 +231,10 @@ class CoordinatedPolicy(Policy):
         best = None
         best_ceiling = -1
         best_value = best_cost = 0.0
+        requests = self.requests
         for state in states:
+            if state.blocked_until > requests:
+                continue
             ceiling = self._ceiling_of(state, remaining, energy, state.factor)
             if ceiling < 0:
                 continue
@@ -243,7 +255,8 @@ class CoordinatedPolicy(Policy):
                 best, best_ceiling, best_value, best_cost = state, ceiling, value, cost
         if best is None:
             # Nothing fits: the first exit on the setting expected to be fastest.
-            best = min(states, key=lambda s: (s.path_ms[0] * s.latency.mean, s.threads))
+            allowed = [s for s in states if s.blocked_until <= requests] or states
+            best = min(allowed, key=lambda s: (s.path_ms[0] * s.latency.mean, s.threads))
             best_ceiling = 0
         elif self.requests >= self._next_probe and len(states) > 1:
             probe = self._probe(states, best, best_ceiling, remaining, energy)
@@ -337,11 +350,20 @@ class CoordinatedPolicy(Policy):
             else:
                 # Fine again: what it learned before (level, tails) is obsolete.
                 state.latency = _filter(ratio, math.sqrt(state.latency.noise))
+                state.last_ratio = ratio
                 state.residuals.clear()
                 state.sorted_residuals.clear()
                 state.backoff = 1
                 return
         state.latency.update(ratio)
+        state.last_ratio = ratio
+        slowest = ratio * state.path_ms[0]
+        for other in self.settings.values():
+            if other is not state and slowest > _BLOCK_FACTOR * other.last_ratio \
+                    * other.path_ms[0]:
+                state.blocked_until = self.requests + self.explore_every * state.backoff
+                state.backoff = min(2 * state.backoff, self.max_backoff)
+                break
         if self.tail_window:
             # Against the updated level: a lasting jump is the filter's to follow, not a tail.
             residual = ratio / state.latency.mean
