@@ -75,7 +75,7 @@ class SettingState:
         self.factor = self.energy_factor = 1.0
         self.last_used = 0
         self.backoff = 1
-        self.last_ratio = 1.0
+        self.last_ratio: Optional[float] = None  # none measured yet
         self.blocked_until = 0
 
 
@@ -359,8 +359,8 @@ class CoordinatedPolicy(Policy):
         state.last_ratio = ratio
         slowest = ratio * state.path_ms[0]
         for other in self.settings.values():
-            if other is not state and slowest > _BLOCK_FACTOR * other.last_ratio \
-                    * other.path_ms[0]:
+            if other is not state and other.last_ratio is not None \
+                    and slowest > _BLOCK_FACTOR * other.last_ratio * other.path_ms[0]:
                 state.blocked_until = self.requests + self.explore_every * state.backoff
                 state.backoff = min(2 * state.backoff, self.max_backoff)
                 break
