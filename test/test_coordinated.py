@@ -130,13 +130,13 @@ def test_real_model_answers_early_without_losing_accuracy():
     model, profile = load_checkpoint(), load_profile()
     images, labels = fashion_mnist.load('test')
     server = InferenceServer(model, profile, threads=1)
-    server.add_tenant('camera', goal=Goal.latency(10_000.0), queue_size=400)
+    server.add_tenant('camera', goal=Goal.latency(600_000.0), queue_size=400)
     assert server.stats()['camera'].policy == 'coordinated'
     count = 400
     for index in range(count):
         server.submit('camera', images[index], frame_id=str(index), label=int(labels[index]))
     with server:
-        assert server.wait_idle(timeout=120)
+        assert server.wait_idle(timeout=300)
     stats = server.stats()['camera']
     assert stats.served == count
     # Stops early on most frames, yet within 2 points of the last exit's profiled accuracy.

@@ -141,7 +141,8 @@ class CoordinatedPolicy(Policy):
         self._setting: Optional[SettingState] = None
         self._ceiling = 0
         self._states: Dict[Tuple[int, ...], Tuple[SettingState, ...]] = {}
-        self._plans: Dict[Tuple[int, bool], Plan] = {}
+        self._plans: Dict[Tuple[int, int, Optional[Tuple[int, ...]]], Plan] = {}
+        self._best_at: Tuple[float, ...] = ()
         self._next_probe = self.explore_every
         self._probe_guess: Optional[float] = None
 
@@ -214,6 +215,7 @@ class CoordinatedPolicy(Policy):
                 self._accuracy = tuple(context.profile.exit_accuracy)
                 self.settings = {}
                 self._states = {}
+                self._best_at = ()
             states = self._states[counts] = tuple(self.setting(t, context) for t in counts)
         return states
 
@@ -264,13 +266,34 @@ class CoordinatedPolicy(Policy):
                 best, best_ceiling = probe
         self._setting, self._ceiling = best, best_ceiling
         best.last_used = self.requests
+        if best_ceiling <= 0:
+            stops: Tuple[int, ...] = ()
+            best_ceiling = 0
+        elif context.stages is None:
+            stops = None  # no plan-first runtime: decide after every exit
+        else:
+            # Heads run only where a confident answer could end the request early.
+            if accuracy_goal:
+                bound = goal.min_accuracy + self.accuracy_margin + self.boost
+            else:
+                bound = accuracy[best_ceiling] - self.tolerance
+            best_at = self._best_accuracy(context)
+            stops = tuple(k for k in range(best_ceiling) if best_at[k] >= bound)
+            self._ceiling = context.num_exits - 1  # the runtime stops at the target
         plans = self._plans
-        key = (best.threads, best_ceiling <= 0)
+        key = (best.threads, best_ceiling, stops)
         plan = plans.get(key)
         if plan is None:
-            plan = plans[key] = Plan(threads=best.threads,
-                                     target_exit=0 if best_ceiling <= 0 else None)
+            plan = plans[key] = Plan(
+                threads=best.threads, target_exit=None if stops is None else best_ceiling,
+                stop_exits=stops)
         return plan
+
+    def _best_accuracy(self, context: RequestContext) -> Tuple[float, ...]:
+        if not self._best_at:
+            curve = context.stages.accuracy
+            self._best_at = tuple(curve(k, 1.0) for k in range(context.num_exits))
+        return self._best_at
 
     def _probe(self, states: Sequence[SettingState], chosen: SettingState, ceiling: int,
                remaining: float, energy: float) -> Optional[Tuple[SettingState, int]]:
@@ -296,13 +319,16 @@ class CoordinatedPolicy(Policy):
 
     def should_stop(self, status: ExitStatus) -> bool:
         """Stop when already likely right, at the ceiling, or when nothing deeper fits."""
+        # From the status (and a ceiling set only without plan-first execution, where the
+        # runtime does not stop at the target itself): frames of one tenant may be in flight
+        # together.
         exit_index = status.exit_index
-        ceiling = self._ceiling
-        if exit_index >= ceiling or exit_index >= status.num_exits - 1:
+        ceiling = min(self._ceiling, status.num_exits - 1)
+        if exit_index >= ceiling or status.next_energy_mj > status.remaining_mj:
             return True
-        if status.next_energy_mj > status.remaining_mj:
-            return True
-        state = self._setting
+        state = self.settings.get(status.threads)
+        if state is None:
+            return False
         path_ms, path_mj = state.path_ms, state.path_mj
         factor, energy_factor = state.factor, state.energy_factor
         spent_ms, spent_mj = path_ms[exit_index], path_mj[exit_index]
