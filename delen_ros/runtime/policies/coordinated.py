@@ -31,8 +31,9 @@ After every exit (``should_stop``), per frame (BranchyNet, SDN; Dělen's conditi
 A setting unused for ``explore_every`` requests is probed once when, at the slowdown of the
 setting in use, it would reach a deeper exit; a probe that finds it slow doubles its interval
 (up to ``max_backoff``), one that finds it fine restarts its filter. A setting whose last
-request ran more than 4x slower than the other setting's last one is not chosen for the next
-``explore_every`` x backoff requests (its estimate would be stale when it next looked best).
+request ran more than 4x slower than the other setting's last one (measured within the last
+``explore_every`` requests) is not chosen for the next ``explore_every`` x backoff requests
+(its estimate would be stale when it next looked best).
 """
 
 import bisect
@@ -61,7 +62,7 @@ class SettingState:
 
     __slots__ = ('threads', 'path_ms', 'path_mj', 'latency', 'energy', 'residuals',
                  'sorted_residuals', 'factor', 'energy_factor', 'last_used', 'backoff',
-                 'last_ratio', 'blocked_until')
+                 'last_ratio', 'last_observed', 'blocked_until')
 
     def __init__(self, threads: int, path_ms: Sequence[float], path_mj: Sequence[float],
                  spread: float) -> None:
@@ -76,6 +77,7 @@ class SettingState:
         self.last_used = 0
         self.backoff = 1
         self.last_ratio: Optional[float] = None  # none measured yet
+        self.last_observed = 0
         self.blocked_until = 0
 
 
@@ -383,9 +385,12 @@ class CoordinatedPolicy(Policy):
                 return
         state.latency.update(ratio)
         state.last_ratio = ratio
+        state.last_observed = self.requests
         slowest = ratio * state.path_ms[0]
         for other in self.settings.values():
+            # Only against a recent measurement: a stale one says nothing about now.
             if other is not state and other.last_ratio is not None \
+                    and self.requests - other.last_observed <= self.explore_every \
                     and slowest > _BLOCK_FACTOR * other.last_ratio * other.path_ms[0]:
                 state.blocked_until = self.requests + self.explore_every * state.backoff
                 state.backoff = min(2 * state.backoff, self.max_backoff)
