@@ -190,6 +190,7 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--max-batch', type=int, default=8)
     parser.add_argument('--cpu-priority', default='none')
+    parser.add_argument('--executor', default='single', choices=('single', 'multi'))
     parser.add_argument('--phases', nargs='+', default=['calm', 'contention', 'calm_again'])
     args = parser.parse_args(argv)
     tenants = [parse_tenant(t) for t in args.tenants]
@@ -207,7 +208,8 @@ def main(argv=None):
     log = open(folder / 'server.log', 'w')
     server = subprocess.Popen(
         [str(Path(get_package_prefix('delen_ros'), 'lib', 'delen_ros', 'server')),
-         '--ros-args', '--params-file', str(params)], stdout=log, stderr=subprocess.STDOUT)
+         '--executor', args.executor, '--ros-args', '--params-file', str(params)],
+        stdout=log, stderr=subprocess.STDOUT)
     busy = []
     try:
         deadline = time.monotonic() + 60
@@ -218,7 +220,7 @@ def main(argv=None):
         streams.stream(2.0, 'warmup')
         print(f'# {len(tenants)} tenant(s) {args.tenants}, {args.seconds:g} s per phase, '
               f'policy {args.policy}, max_batch {args.max_batch}, cpu_priority '
-              f'{args.cpu_priority}, {os.cpu_count()} CPUs, load before '
+              f'{args.cpu_priority}, {args.executor} executor, {os.cpu_count()} CPUs, load before '
               f'{os.getloadavg()[0]:.2f}, {time.strftime("%Y-%m-%d %H:%M")}\n')
         counts = {}
         for phase in args.phases:

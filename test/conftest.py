@@ -52,3 +52,33 @@ def lint_targets():
         if not name.startswith('.') and _is_python_script(os.path.join(scripts_dir, name))
     ) if os.path.isdir(scripts_dir) else []
     return {'dirs': dirs, 'scripts': scripts}
+
+
+@pytest.fixture(scope='session')
+def model():
+    """Load the shipped multi-exit checkpoint once."""
+    from delen_ros.engine import load_checkpoint
+    return load_checkpoint()
+
+
+@pytest.fixture(scope='session')
+def profile():
+    """Load the shipped model's profile once."""
+    from delen_ros.engine.profiling import load_profile
+    return load_profile()
+
+
+@pytest.fixture
+def make_server(model, profile):
+    """Build InferenceServers on the shipped model (1 thread by default); stopped after."""
+    from delen_ros.runtime import InferenceServer
+    servers = []
+
+    def make(**options):
+        options.setdefault('threads', 1)
+        server = InferenceServer(model, profile, **options)
+        servers.append(server)
+        return server
+    yield make
+    for server in servers:
+        server.stop(timeout=30)

@@ -20,10 +20,17 @@ def test_every_parameter_is_described_and_numbers_have_ranges_with_steps():
             assert spec.minimum <= spec.default <= spec.maximum, spec.name
 
 
-def test_topics_default_to_the_tenant_name():
+def test_topics_default_to_relative_names_of_the_tenant():
     values = tenant_defaults('obstacle')
-    assert values['input_topic'] == '/obstacle/image'
-    assert values['output_topic'] == '/delen/obstacle/result'
+    assert values['input_topic'] == 'obstacle/image'
+    assert values['output_topic'] == 'delen/obstacle/result'
+    assert values['status_topic'] == 'delen/obstacle/status'
+
+
+def test_defaults_accept_every_publisher_and_answer_late_rather_than_never():
+    values = tenant_defaults('t')
+    assert values['input_deadline_ms'] == 0.0
+    assert values['on_infeasible'] == 'serve_first_exit'
 
 
 def test_latency_bound_comes_from_the_parameter_else_the_offered_deadline():

@@ -2,10 +2,9 @@
 
 import threading
 
-from delen_ros.engine import fashion_mnist, load_checkpoint, normalize_images
-from delen_ros.engine.profiling import load_profile
-from delen_ros.runtime import (ConditionalExecutor, detect_meter, Goal, GoalError,
-                               InferenceServer, InputError, make_policy, Plan, PolicyError)
+from delen_ros.engine import fashion_mnist, normalize_images
+from delen_ros.runtime import (ConditionalExecutor, detect_meter, Goal, GoalError, InputError,
+                               make_policy, Plan, PolicyError)
 import numpy as np
 import pytest
 import torch
@@ -22,33 +21,9 @@ class FrozenClock:
 
 
 @pytest.fixture(scope='module')
-def model():
-    return load_checkpoint()
-
-
-@pytest.fixture(scope='module')
-def profile():
-    return load_profile()
-
-
-@pytest.fixture(scope='module')
 def frames():
     images, labels = fashion_mnist.load('test')
     return images, labels
-
-
-@pytest.fixture
-def make_server(model, profile):
-    servers = []
-
-    def make(**options):
-        options.setdefault('threads', 1)
-        server = InferenceServer(model, profile, **options)
-        servers.append(server)
-        return server
-    yield make
-    for server in servers:
-        server.stop()
 
 
 def _replay(server, tenant, images, labels=None, *, stamp=None):

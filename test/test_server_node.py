@@ -28,8 +28,9 @@ def server(tmp_path_factory):
     params = folder / 'params.yaml'
     params.write_text(f"""delen_server:
   ros__parameters:
-    tenants: [{TENANT}]
+    tenants: [{TENANT}, strict]
     status_period_s: 0.2
+    strict.input_deadline_ms: 100.0
     {TENANT}.input_topic: {TOPIC}
     {TENANT}.on_infeasible: serve_first_exit
     {TENANT}.queue_size: 4
@@ -96,11 +97,11 @@ class Client:
             name=name, value=ParameterValue(type=kind, **{field: value}))])
         return self.probe.call(self.set_client, request).results[0]
 
-    def tenant_diagnostic(self, predicate):
+    def tenant_diagnostic(self, predicate, tenant=TENANT):
         with self.lock:
             for array_msg in reversed(self.diagnostics):
                 for status in array_msg.status:
-                    if status.name == f'delen_server: tenant {TENANT}':
+                    if status.name == f'delen_server: tenant {tenant}':
                         values = {kv.key: kv.value for kv in status.values}
                         if predicate(values):
                             return status, values
@@ -187,12 +188,12 @@ def test_malformed_images_are_reported_and_serving_goes_on(client, name, height,
 
 
 def test_incompatible_qos_is_reported_and_serving_goes_on(client):
-    # No deadline offered: incompatible with the 1000 ms the server requests (after a bad
+    # No deadline offered: incompatible with the 100 ms tenant 'strict' requests (after a bad
     # image has been logged, which once crashed the node through a shared log call site).
     client.probe.node.create_publisher(
-        Image, TOPIC, QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        Image, '/strict/image', QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
     found = wait_for(lambda: client.tenant_diagnostic(
-        lambda v: int(v['incompatible_qos']) >= 1), 60.0, interval=0.1)
+        lambda v: int(v['incompatible_qos']) >= 1, tenant='strict'), 60.0, interval=0.1)
     assert found, 'no diagnostics reporting the incompatible QoS'
     before = client.count
     assert client.results_until(lambda r: (r.header.frame_id.startswith('probe_frame_')

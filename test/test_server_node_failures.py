@@ -90,7 +90,7 @@ def test_a_crash_while_serving_is_logged_counted_and_serving_goes_on():
     try:
         def failed_and_served():
             watcher.publish()
-            stats = node._server.stats()
+            stats = node.core.runtime.stats()
             return stats['buggy'].failed >= 1 and stats['fine'].served >= 1
         assert wait_for(failed_and_served, 60.0, interval=0.05)
         assert wait_for(lambda: any('policy bug' in m.msg for m in list(watcher.logs)), 30.0)
@@ -99,7 +99,7 @@ def test_a_crash_while_serving_is_logged_counted_and_serving_goes_on():
             s.level == DiagnosticStatus.OK and any(kv.key == 'frames_failed' and kv.value != '0'
                                                    for kv in s.values)
             for s in watcher.server_status()), 30.0)
-        node._server.stop(timeout=10.0)  # serving stops: the server's status says ERROR
+        node.core.runtime.stop(timeout=10.0)  # serving stops: the server's status says ERROR
         assert wait_for(lambda: any(s.level == DiagnosticStatus.ERROR
                                     for s in watcher.server_status()), 30.0)
     finally:

@@ -59,7 +59,7 @@ class CameraNode(Node):
             'deadline QoS offered on the image topic, ms; 0: the frame period 1000/rate_hz',
             0.0, 60000.0, 0.1))
         declare('frame_id', 'camera', string_parameter('header.frame_id of every frame'))
-        declare('topic', 'image', string_parameter(
+        declare('topic', 'camera/image', string_parameter(
             'image topic; ground truth goes to <topic>/ground_truth', read_only=True))
         declare('encoding', 'mono8', string_parameter(
             'published encoding (frames are converted)', choices=ENCODINGS))

@@ -60,6 +60,12 @@ class ImageIntake:
         with self._lock:
             self._entries = self._entries + [(subscription, on_message)]
 
+    def remove(self, subscription) -> None:
+        """Stop serving ``subscription`` (before it is destroyed); a wait in progress restarts."""
+        with self._lock:
+            self._entries = [entry for entry in self._entries if entry[0] is not subscription]
+        self.wake()
+
     def poll(self) -> int:
         """Take every frame ready now and hand it to its callback; return how many."""
         count = 0

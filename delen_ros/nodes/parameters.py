@@ -65,15 +65,19 @@ SERVER_PARAMETERS = (
     ParameterSpec('fallback_latency_ms', 'double', 100.0,
                   'latency bound of a tenant whose latency_ms is 0 while its publishers '
                   'offer no deadline', 1.0, 10000.0, 1.0),
+    ParameterSpec('adjustment_timeout_s', 'double', 5.0,
+                  "a governor's BudgetAdjustment not renewed for this long lapses: the base "
+                  'budgets return', 0.5, 3600.0, 0.1),
 )
 
 TENANT_PARAMETERS = (
-    ParameterSpec('input_topic', 'string', '', 'sensor_msgs/Image topic; empty: /<tenant>/image',
-                  read_only=True),
+    ParameterSpec('input_topic', 'string', '',
+                  'sensor_msgs/Image topic; empty: <tenant>/image (relative: follows the '
+                  'namespace and remaps)', read_only=True),
     ParameterSpec('output_topic', 'string', '',
-                  'InferenceResult topic; empty: /delen/<tenant>/result', read_only=True),
+                  'InferenceResult topic; empty: delen/<tenant>/result', read_only=True),
     ParameterSpec('status_topic', 'string', '',
-                  'TenantStatus topic; empty: /delen/<tenant>/status', read_only=True),
+                  'TenantStatus topic; empty: delen/<tenant>/status', read_only=True),
     ParameterSpec('goal', 'string', 'latency', 'primary goal of every request',
                   choices=GOALS),
     ParameterSpec('latency_ms', 'double', 0.0,
@@ -90,12 +94,14 @@ TENANT_PARAMETERS = (
     ParameterSpec('share', 'double', 1.0,
                   'weight of this tenant in the floor of answers each tenant gets under '
                   'overload (equal by default)', 0.01, 100.0, 0.01),
-    ParameterSpec('on_infeasible', 'string', 'drop',
-                  'a frame that cannot meet its bound even at exit 0', read_only=True,
-                  choices=('drop', 'serve_first_exit')),
-    ParameterSpec('input_deadline_ms', 'double', 1000.0,
-                  'deadline QoS the image subscription requests (publishers must offer this '
-                  'or tighter); 0: request none', 0.0, 10000.0, 1.0, read_only=True),
+    ParameterSpec('on_infeasible', 'string', 'serve_first_exit',
+                  'a frame that cannot meet its bound even at exit 0: serve_first_exit '
+                  '(answer late, deadline_met false) or drop (no answer, counted)',
+                  read_only=True, choices=('serve_first_exit', 'drop')),
+    ParameterSpec('input_deadline_ms', 'double', 0.0,
+                  'deadline QoS the image subscription requests; 0 (default): none, so every '
+                  'publisher connects; > 0: only publishers offering this or tighter connect',
+                  0.0, 10000.0, 1.0, read_only=True),
 )
 
 _TENANT_SPECS = {spec.name: spec for spec in TENANT_PARAMETERS}
@@ -109,9 +115,9 @@ def tenant_parameter(tenant: str, name: str) -> str:
 def tenant_defaults(tenant: str) -> Dict[str, Any]:
     """Defaults of one tenant's parameters, with the topic names filled in."""
     values = {spec.name: spec.default for spec in TENANT_PARAMETERS}
-    values['input_topic'] = f'/{tenant}/image'
-    values['output_topic'] = f'/delen/{tenant}/result'
-    values['status_topic'] = f'/delen/{tenant}/status'
+    values['input_topic'] = f'{tenant}/image'
+    values['output_topic'] = f'delen/{tenant}/result'
+    values['status_topic'] = f'delen/{tenant}/status'
     return values
 
 

@@ -8,6 +8,7 @@ stay on the executor, so inference never blocks them.
 """
 
 import functools
+import time
 from typing import Dict, List, Optional
 
 from builtin_interfaces.msg import Time
@@ -15,16 +16,21 @@ from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
 from delen_ros.imaging import decode_image, ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
+from delen_ros.nodes.budget_adjustments import BudgetAdjustments
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
                                          string_array_parameter, string_parameter)
+from delen_ros.nodes.frame_time import FrameClock
 from delen_ros.nodes.image_intake import ImageIntake
 from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
                                         tenant_parameter, TENANT_PARAMETERS)
+from delen_ros.nodes.server_services import ServerServices, undeclare_parameter
 from delen_ros.nodes.spin import run_node
+from delen_ros.nodes.tenant_values import check_tenant_name, tenant_values
 from delen_ros.runtime import available_policies, InferenceServer, InputError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
@@ -42,6 +48,12 @@ except ImportError:  # pragma: no cover - older builds
 
 __all__ = ['ServerNode', 'main']
 
+_STAMP_WARNINGS = {
+    'zero': 'images with a zero stamp are taken as stamped on arrival',
+    'future': 'image stamps lie in the future (clock skew between hosts?); clamped to now',
+    'stale': 'image stamps are already older than the latency bound on arrival; answered '
+             'late (clock skew, or a slow link?)',
+}
 # A deadline this long (or DDS 'infinite') means the publisher offers none.
 _NO_DEADLINE_NS = 10 ** 15
 
@@ -61,10 +73,6 @@ def descriptor(spec) -> ParameterDescriptor:
     return string_parameter(spec.description, choices=spec.choices, read_only=spec.read_only)
 
 
-def _stamp_seconds(stamp: Time) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 class _TenantIo:
     """One tenant's topics and QoS event counts."""
 
@@ -76,59 +84,153 @@ class _TenantIo:
         self.deadline_missed = 0
         self.incompatible_qos = 0
         self.last_rejection = ''
+        self.frame_clock = FrameClock()
+        self.stamp_warned: set = set()
         self.result_publisher = None
         self.status_publisher = None
+        self.subscriptions: list = []
 
 
-class ServerNode(Node):
-    """Serve one multi-exit model to the tenants named in the ``tenants`` parameter."""
+class ServingCore:
+    """
+    What the server does, on the node it is given: one model for every tenant.
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(kwargs.pop('node_name', 'delen_server'), **kwargs)
+    Shared by the plain node (ServerNode: configured and active from construction) and the
+    managed one (ManagedServerNode: each step a lifecycle transition). ``configure`` loads the
+    model and declares the tenants; ``activate`` opens their topics, the services and the
+    timers and starts serving; ``deactivate`` closes them and keeps the configuration;
+    ``cleanup`` undeclares the tenants and frees the model.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
         for spec in SERVER_PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+            node.declare_parameter(spec.name, spec.default, descriptor(spec))
+        self._server: Optional[InferenceServer] = None
+        self._intake: Optional[ImageIntake] = None
+        self._tenants: Dict[str, _TenantIo] = {}
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._server_services: Optional[ServerServices] = None
+        self._diagnostics = None
+        self._timers: list = []
+        self._max_pixels = self._value('max_image_pixels')
+        self._fallback_latency_ms = self._value('fallback_latency_ms')
+        self._policies = available_policies()
+        node.add_on_set_parameters_callback(self._parameters_callback)
+
+    @property
+    def configured(self) -> bool:
+        """Return True between configure and cleanup (the model is loaded)."""
+        return self._server is not None
+
+    @property
+    def active(self) -> bool:
+        """Return True between activate and deactivate (serving)."""
+        return self._server_services is not None
+
+    def configure(self) -> None:
+        """Load the model and declare the tenants (CheckpointError, ProfileError, ValueError)."""
         value = self._value
-        self._intake = ImageIntake(self)
         self._server = InferenceServer.from_checkpoint(
             path=value('model') or None, profile=value('profile') or None,
             platform=value('platform') or None, threads=value('threads'),
-            clock=self._now_s, on_result=self._result_callback,
+            clock=time.monotonic, on_result=self._result_callback,
             max_batch=value('max_batch'), cpu_priority=value('cpu_priority'),
             on_event=self._runtime_event_callback)
+        self._intake = ImageIntake(self.node)
         self._server.attach_source(self._intake)
-        self._max_pixels = value('max_image_pixels')
-        self._fallback_latency_ms = value('fallback_latency_ms')
-        self._policies = available_policies()
-        self._tenants: Dict[str, _TenantIo] = {}
-        self._timer_group = MutuallyExclusiveCallbackGroup()
-        for name in value('tenants'):
-            self._add_tenant(str(name))
-        self.add_on_set_parameters_callback(self._parameters_callback)
-        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(value('status_period_s'), self._status_callback,
-                          callback_group=self._timer_group)
-        self.create_timer(0.5, self._publishers_callback, callback_group=self._timer_group)
+        self._budgets = BudgetAdjustments(self.node, self._server,
+                                          timeout_parameter='adjustment_timeout_s')
+        try:
+            for name in value('tenants'):
+                self._add_tenant(str(name))
+        except Exception:
+            self.cleanup()
+            raise
+
+    def activate(self) -> None:
+        """Open every tenant's topics, the services and the timers; start serving."""
+        node = self.node
+        for io in self._tenants.values():
+            self._open_tenant(io)
+        self._server_services = ServerServices(self, callback_group=self._timer_group)
+        self._diagnostics = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        # Steady timers: with use_sim_time and no (or a slow) /clock, reports keep coming.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._timers = [
+            node.create_timer(self._value('status_period_s'), self._status_callback,
+                              callback_group=self._timer_group, clock=steady),
+            node.create_timer(0.5, self._publishers_callback,
+                              callback_group=self._timer_group, clock=steady)]
         self._server.start()
         meter = self._server.meter
-        self.get_logger().info(
+        node.get_logger().info(
             f'serving {self._server.model.path} ({self._server.num_exits} exits) to '
             f'{", ".join(self._tenants) or "no tenants"}; energy '
             f'{"measured" if meter.measured else "estimated"} ({meter.source})')
 
+    def deactivate(self) -> None:
+        """Stop serving (queued frames count as dropped at shutdown); keep the configuration."""
+        if not self.active:
+            return
+        node = self.node
+        self._server.stop(timeout=5.0)
+        for timer in self._timers:
+            node.destroy_timer(timer)
+        self._timers = []
+        node.destroy_publisher(self._diagnostics)
+        self._server_services.destroy()
+        self._server_services = None
+        for io in self._tenants.values():
+            self._close_tenant(io)
+
+    def cleanup(self) -> None:
+        """Undeclare the tenants and free the model (deactivating first when active)."""
+        self.deactivate()
+        for io in list(self._tenants.values()):
+            self._forget_tenant(io)
+        if self._server is not None:
+            self._server.stop(timeout=5.0)
+            self._intake.destroy()
+        self._server = self._intake = None
+
+    # -- what the services use -----------------------------------------------------------------
+
+    @property
+    def runtime(self) -> InferenceServer:
+        """Return the InferenceServer behind this node."""
+        return self._server
+
+    @property
+    def fallback_latency_ms(self) -> float:
+        """Return the latency bound of requests without one."""
+        return self._fallback_latency_ms
+
+    @property
+    def max_image_pixels(self) -> int:
+        """Return the most pixels an image may have."""
+        return self._max_pixels
+
+    def tenant_names(self) -> List[str]:
+        """Return the names of the tenants served now."""
+        return list(self._tenants)
+
+    def tenant_goal(self, name: str):
+        """Return the goal in force for a tenant."""
+        return self._goal_of(name)
+
     # -- set-up ------------------------------------------------------------------------------
 
     def _value(self, name: str):
-        return self.get_parameter(name).value
+        return self.node.get_parameter(name).value
 
-    def _now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
-
-    def _add_tenant(self, name: str) -> None:
-        io = _TenantIo(name)
-        defaults = tenant_defaults(name)
+    def _add_tenant(self, name: str, values: Optional[Dict[str, object]] = None,
+                    io: Optional[_TenantIo] = None) -> None:
+        io = io or _TenantIo(name)
+        defaults = values or tenant_defaults(name)
         for spec in TENANT_PARAMETERS:
             full = tenant_parameter(name, spec.name)
-            self.declare_parameter(full, defaults[spec.name], descriptor(spec))
+            self.node.declare_parameter(full, defaults[spec.name], descriptor(spec))
             io.values[spec.name] = self._value(full)
         try:
             goal = check_tenant(io.values, max_accuracy=self._server.profile.max_accuracy,
@@ -141,9 +243,15 @@ class ServerNode(Node):
                                 queue_size=int(io.values['queue_size']),
                                 on_infeasible=str(io.values['on_infeasible']),
                                 share=float(io.values['share']))
-        io.result_publisher = self.create_publisher(
+        self._budgets.set_base(name, goal)
+        self._tenants[name] = io
+
+    def _open_tenant(self, io: _TenantIo) -> None:
+        """Create a tenant's publishers and subscriptions."""
+        node = self.node
+        io.result_publisher = node.create_publisher(
             InferenceResult, io.values['output_topic'], 10)
-        io.status_publisher = self.create_publisher(TenantStatus, io.values['status_topic'], 10)
+        io.status_publisher = node.create_publisher(TenantStatus, io.values['status_topic'], 10)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(io.values['queue_size']),
                          reliability=qos_profile_sensor_data.reliability)
         if io.values['input_deadline_ms'] > 0:
@@ -153,20 +261,67 @@ class ServerNode(Node):
             incompatible_qos=functools.partial(self._incompatible_qos_callback, io))
         group = MutuallyExclusiveCallbackGroup()
         callback = functools.partial(self._image_callback, io)
-        subscription = self.create_subscription(Image, io.values['input_topic'], callback, qos,
+        subscription = node.create_subscription(Image, io.values['input_topic'], callback, qos,
                                                 event_callbacks=events,
                                                 callback_group=self._intake.group)
         for handler in subscription.event_handlers:  # QoS events stay on the executor
             handler.callback_group = group
             group.add_entity(handler)
         self._intake.add(subscription, callback)
+        io.subscriptions.append(subscription)
         if GroundTruth is not None:
-            self.create_subscription(
+            io.subscriptions.append(node.create_subscription(
                 GroundTruth, io.values['input_topic'].rstrip('/') + '/ground_truth',
                 functools.partial(self._ground_truth_callback, io),
                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
-                callback_group=group)
-        self._tenants[name] = io
+                callback_group=group))
+
+    def _close_tenant(self, io: _TenantIo) -> None:
+        """Destroy a tenant's publishers and subscriptions."""
+        node = self.node
+        for subscription in io.subscriptions:
+            self._intake.remove(subscription)
+            node.destroy_subscription(subscription)
+        io.subscriptions = []
+        for publisher in (io.result_publisher, io.status_publisher):
+            if publisher is not None:
+                node.destroy_publisher(publisher)
+        io.result_publisher = io.status_publisher = None
+
+    # -- tenants at run time (~/add_tenant, ~/remove_tenant) ---------------------------------
+
+    def add_tenant(self, name: str, given: Dict[str, object]) -> str:
+        """Add a tenant: the parameters and checks of a start-up one; ValueError says why not."""
+        values = tenant_values(check_tenant_name(name, existing=self._tenants), given)
+        io = _TenantIo(name)
+        try:
+            self._add_tenant(name, values, io)
+            self._open_tenant(io)
+        except Exception:
+            self._forget_tenant(io)
+            raise
+        self._publishers_callback()
+        return (f'tenant {name}: {self._goal_of(name)} on {io.subscriptions[0].topic_name} -> '
+                f'{io.result_publisher.topic_name}')
+
+    def remove_tenant(self, name: str) -> TenantStatus:
+        """Remove a tenant: topics and parameters go; return its final statistics."""
+        io = self._tenants.get(name)
+        if io is None:
+            raise KeyError(f'unknown tenant {name!r} (tenants: {", ".join(self._tenants)})')
+        snapshot = self._server.stats(name)
+        goal = self._goal_of(name)
+        self._forget_tenant(io)
+        return self._tenant_status(self.node.get_clock().now().to_msg(), io, snapshot, goal)
+
+    def _forget_tenant(self, io: _TenantIo) -> None:
+        name = io.name
+        self._tenants.pop(name, None)
+        if self._server is not None and any(t.name == name for t in self._server.tenants()):
+            self._server.remove_tenant(name)
+        self._close_tenant(io)
+        for spec in TENANT_PARAMETERS:
+            undeclare_parameter(self.node, tenant_parameter(name, spec.name))
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -175,9 +330,11 @@ class ServerNode(Node):
         """Decode and queue one image (on the runtime's worker, taken by ImageIntake)."""
         try:
             decoded = decode_image(msg, max_pixels=self._max_pixels)
-            self._server.submit(io.name, decoded.pixels, stamp_s=_stamp_seconds(msg.header.stamp),
+            arrival = self._arrival(io, msg.header.stamp)
+            self._server.submit(io.name, decoded.pixels, stamp_s=arrival.runtime_stamp_s,
                                 frame_id=msg.header.frame_id, encoding=decoded.encoding,
-                                token=msg.header, transport_ms=transport_ms)
+                                label=arrival.label, token=msg.header,
+                                transport_ms=transport_ms)
         except ImageFormatError as error:
             self._server.record_rejected(io.name)
             self._reject(io, f'{error.reason}: {error}')
@@ -187,33 +344,58 @@ class ServerNode(Node):
             self._server.record_rejected(io.name)
             self._reject(io, f'unexpected: {type(error).__name__}: {error}')
 
+    def _arrival(self, io: _TenantIo, stamp: Time):
+        """Place a source stamp on the runtime's clock; warn once per kind of odd stamp."""
+        arrival = io.frame_clock.arrival(
+            stamp.sec * 10 ** 9 + stamp.nanosec, self.node.get_clock().now().nanoseconds,
+            bound_ms=self._goal_of(io.name).latency_ms)
+        if arrival.check and arrival.check not in io.stamp_warned:
+            io.stamp_warned.add(arrival.check)
+            self.node.get_logger().warning(f'tenant {io.name}: {_STAMP_WARNINGS[arrival.check]} '
+                                           f'(warned once; counted in stamps_{arrival.check})')
+        return arrival
+
     def _reject(self, io: _TenantIo, text: str) -> None:
         io.last_rejection = text
-        self.get_logger().warning(f'tenant {io.name}: rejected image: {text}',
-                                  throttle_duration_sec=2.0)
+        self.node.get_logger().warning(f'tenant {io.name}: rejected image: {text}',
+                                       throttle_duration_sec=2.0)
 
     def _ground_truth_callback(self, io: _TenantIo, msg) -> None:
         try:
-            self._server.record_label(io.name, _stamp_seconds(msg.header.stamp), msg.class_id)
+            stamp = msg.header.stamp
+            runtime_stamp = io.frame_clock.label(stamp.sec * 10 ** 9 + stamp.nanosec,
+                                                 msg.class_id)
+            if runtime_stamp is not None:
+                self._server.record_label(io.name, runtime_stamp, msg.class_id)
         except Exception as error:  # noqa: B902
-            self.get_logger().warning(f'tenant {io.name}: bad ground truth: {error}',
-                                      throttle_duration_sec=5.0)
+            self.node.get_logger().warning(f'tenant {io.name}: bad ground truth: {error}',
+                                           throttle_duration_sec=5.0)
 
     def _deadline_missed_callback(self, io: _TenantIo, event) -> None:
         io.deadline_missed = int(event.total_count)
 
     def _incompatible_qos_callback(self, io: _TenantIo, event) -> None:
         io.incompatible_qos = int(event.total_count)
-        self.get_logger().warning(
+        self.node.get_logger().warning(
             f'tenant {io.name}: a publisher on {io.values["input_topic"]} offers an incompatible '
             f'QoS (policy id {event.last_policy_kind}); this node requests a deadline of '
-            f'{io.values["input_deadline_ms"]} ms', throttle_duration_sec=10.0)
+            f'{io.values["input_deadline_ms"]} ms (input_deadline_ms; 0 requests none)',
+            throttle_duration_sec=10.0)
 
     def _result_callback(self, result) -> None:
         """Publish one answer; called from the runtime's worker thread."""
         io = self._tenants.get(result.tenant)
         if io is None:
             return
+        try:
+            io.result_publisher.publish(self.result_message(result))
+        except Exception:  # noqa: B902
+            if self.node.context.ok() and result.tenant in self._tenants:
+                raise
+            # Ctrl-C shut the context down, or the tenant was removed: nowhere to go.
+
+    def result_message(self, result) -> InferenceResult:
+        """Return the InferenceResult message of a runtime result (header: its token)."""
         msg = InferenceResult()
         if result.token is not None:  # the source image's header, travelled with the frame
             msg.header = result.token
@@ -239,16 +421,11 @@ class ServerNode(Node):
         msg.policy = result.policy
         msg.num_threads = int(result.threads)
         msg.delivery_ms = float(result.delivery_ms)
-        try:
-            io.result_publisher.publish(msg)
-        except Exception:  # noqa: B902
-            if self.context.ok():
-                raise
-            # Ctrl-C shut the context down: the frame in flight has nowhere to go.
+        return msg
 
     def _runtime_event_callback(self, kind: str, text: str) -> None:
         """Errors of the serving loop and the priority it got, to rosout (worker thread)."""
-        logger = self.get_logger()
+        logger = self.node.get_logger()
         if kind == 'error':
             logger.error(text, throttle_duration_sec=1.0)
         elif 'not applied' in text:
@@ -282,7 +459,7 @@ class ServerNode(Node):
             io = self._tenants[tenant]
             old_policy, old_queue = io.values['policy'], io.values['queue_size']
             io.values.update(fields)
-            self._server.set_goal(tenant, goals[tenant])
+            self._budgets.set_base(tenant, goals[tenant])
             if io.values['policy'] != old_policy:
                 self._server.set_policy(tenant, str(io.values['policy']))
             if io.values['queue_size'] != old_queue:
@@ -294,9 +471,9 @@ class ServerNode(Node):
         """Follow the deadline QoS offered on each input topic (publishers come and go)."""
         for io in self._tenants.values():
             try:
-                infos = self.get_publishers_info_by_topic(io.values['input_topic'])
+                infos = self.node.get_publishers_info_by_topic(io.values['input_topic'])
             except Exception as error:  # noqa: B902 - graph queries fail during shutdown
-                self.get_logger().debug(f'publisher query failed: {error}')
+                self.node.get_logger().debug(f'publisher query failed: {error}')
                 continue
             gids = tuple(sorted(bytes(info.endpoint_gid) for info in infos))
             if gids == io.publisher_gids:
@@ -316,34 +493,33 @@ class ServerNode(Node):
                                 qos_deadline_ms=io.qos_deadline_ms,
                                 fallback_latency_ms=self._fallback_latency_ms)
         except ValueError as error:
-            self.get_logger().error(f'tenant {io.name}: offered deadline '
-                                    f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
+            self.node.get_logger().error(f'tenant {io.name}: offered deadline '
+                                         f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
             return
-        self._server.set_goal(io.name, goal)
-        self.get_logger().info(f'tenant {io.name}: goal {goal} (offered deadline '
-                               f'{io.qos_deadline_ms} ms)')
+        self._budgets.set_base(io.name, goal)
+        self.node.get_logger().info(f'tenant {io.name}: base goal {goal} (offered deadline '
+                                    f'{io.qos_deadline_ms} ms)')
 
     def _status_callback(self) -> None:
-        stamp = self.get_clock().now().to_msg()
+        stamp = self.node.get_clock().now().to_msg()
         stats = self._server.stats()
         statuses: List[DiagnosticStatus] = []
         for name, io in self._tenants.items():
             snapshot = stats.get(name)
             if snapshot is None:
                 continue
-            io.status_publisher.publish(self._tenant_status(stamp, io, snapshot))
+            io.status_publisher.publish(
+                self._tenant_status(stamp, io, snapshot, self._goal_of(name)))
             statuses.append(self._tenant_diagnostic(io, snapshot))
         statuses.append(self._server_diagnostic())
         self._diagnostics.publish(DiagnosticArray(header=_header(stamp), status=statuses))
 
-    def _tenant_status(self, stamp, io: _TenantIo, snapshot) -> TenantStatus:
-        goal = self._goal_of(io.name)
+    def _tenant_status(self, stamp, io: _TenantIo, snapshot, goal) -> TenantStatus:
         return TenantStatus(
             header=_header(stamp), tenant=io.name, goal=snapshot.goal, policy=snapshot.policy,
             frames_received=snapshot.received, frames_served=snapshot.served,
             frames_dropped=snapshot.dropped, frames_rejected=snapshot.rejected,
-            frames_failed=snapshot.failed,
-            deadline_misses=snapshot.deadline_misses,
+            frames_failed=snapshot.failed, deadline_misses=snapshot.deadline_misses,
             deadline_met_ratio=float(snapshot.deadline_met_ratio),
             latency_mean_ms=float(snapshot.latency_mean_ms),
             latency_p99_ms=float(snapshot.latency_p99_ms), mean_exit=float(snapshot.mean_exit),
@@ -352,7 +528,11 @@ class ServerNode(Node):
             accuracy=float(snapshot.accuracy), labelled_frames=snapshot.labelled,
             latency_bound_ms=float(goal.latency_ms or 0.0),
             min_accuracy=float(goal.min_accuracy or 0.0),
-            energy_bound_mj=float(goal.energy_mj or 0.0))
+            energy_bound_mj=float(goal.energy_mj or 0.0),
+            dropped_queue=snapshot.dropped_queue, dropped_infeasible=snapshot.dropped_infeasible,
+            dropped_shutdown=snapshot.dropped_shutdown, frames_late=_late(snapshot),
+            **{f'stamps_{check}': count for check, count in io.frame_clock.counts.items()},
+            **self._budgets.status_fields(io.name))
 
     def _goal_of(self, name: str):
         return next(t.goal for t in self._server.tenants() if t.name == name)
@@ -375,7 +555,13 @@ class ServerNode(Node):
             problems.append(f'{snapshot.rejected} bad images (last: {io.last_rejection})')
         if snapshot.received and snapshot.dropped > 0.5 * snapshot.received:
             level = max(level, DiagnosticStatus.WARN)
-            problems.append(f'{snapshot.dropped} of {snapshot.received} frames dropped')
+            problems.append(f'{snapshot.dropped} of {snapshot.received} frames dropped '
+                            f'({snapshot.dropped_queue} queue full, {snapshot.dropped_infeasible} '
+                            f'infeasible, {snapshot.dropped_shutdown} shutdown)')
+        if snapshot.served and _late(snapshot) > 0.5 * snapshot.served:
+            level = max(level, DiagnosticStatus.WARN)
+            problems.append(f'{_late(snapshot)} of {snapshot.served} frames answered late: '
+                            'no exit meets the bound')
         if io.incompatible_qos:
             level = max(level, DiagnosticStatus.WARN)
             problems.append('incompatible QoS offered on the input topic')
@@ -384,18 +570,22 @@ class ServerNode(Node):
             'input_topic': io.values['input_topic'],
             'offered_deadline_ms': '' if io.qos_deadline_ms is None else f'{io.qos_deadline_ms}',
             'received': snapshot.received, 'served': snapshot.served,
-            'dropped': snapshot.dropped, 'rejected': snapshot.rejected,
+            'dropped': snapshot.dropped, 'dropped_queue': snapshot.dropped_queue,
+            'dropped_infeasible': snapshot.dropped_infeasible,
+            'dropped_shutdown': snapshot.dropped_shutdown, 'late': _late(snapshot),
+            'on_infeasible': io.values['on_infeasible'], 'rejected': snapshot.rejected,
             'failed': snapshot.failed, 'last_rejection': io.last_rejection,
             'deadline_met_ratio': f'{met:.3f}', 'latency_p99_ms': f'{snapshot.latency_p99_ms:.2f}',
             'mean_exit': f'{snapshot.mean_exit:.2f}',
             'energy_mean_mj': f'{snapshot.energy_mean_mj:.3f}',
             'energy_measured': snapshot.energy_measured, 'accuracy': f'{snapshot.accuracy:.4f}',
             'input_deadline_missed': io.deadline_missed,
-            'incompatible_qos': io.incompatible_qos,
+            'incompatible_qos': io.incompatible_qos, **self._budgets.tenant_values(io.name),
+            **{f'stamps_{check}': count for check, count in io.frame_clock.counts.items()},
         }
         return DiagnosticStatus(
             level=level, name=f'delen_server: tenant {io.name}',
-            hardware_id=self.get_fully_qualified_name(),
+            hardware_id=self.node.get_fully_qualified_name(),
             message='; '.join(problems) or 'serving within bounds',
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
@@ -407,6 +597,7 @@ class ServerNode(Node):
             'energy_source': meter.source,
             'energy': 'measured' if meter.measured else 'estimated',
             'pending_frames': self._server.pending(), 'tenants': ', '.join(self._tenants),
+            **self._server_services.diagnostic_values(),
             'frames_failed': server.frames_failed, 'last_error': server.last_error,
             'preemptions': server.preemptions, 'batches': server.batches,
             'batched_frames': server.batched_frames,
@@ -415,6 +606,7 @@ class ServerNode(Node):
             'frames_taken_by_worker': self._intake.taken,
             'intake_wait_ms_p50': self._intake.waited_p50(),
             'worker_waits': self._intake.waits, 'worker_wakeups': self._intake.wakeups,
+            **self._budgets.server_values(),
         }
         level, message = DiagnosticStatus.OK, f'serving {len(self._tenants)} tenants'
         if not server.serving:
@@ -422,16 +614,30 @@ class ServerNode(Node):
             message = f'serving stopped: {server.fatal_error or "the worker is not running"}'
         return DiagnosticStatus(
             level=level, name='delen_server',
-            hardware_id=self.get_fully_qualified_name(), message=message,
+            hardware_id=self.node.get_fully_qualified_name(), message=message,
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
+
+class ServerNode(Node):
+    """Serve one multi-exit model to the tenants named in the ``tenants`` parameter."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(kwargs.pop('node_name', 'delen_server'), **kwargs)
+        self.core = ServingCore(self)
+        self.core.configure()
+        self.core.activate()
+
     def destroy_node(self) -> None:
-        """Stop the runtime's worker before the node goes."""
-        server = getattr(self, '_server', None)
-        if server is not None:
-            server.stop(timeout=5.0)
-            self._intake.destroy()
+        """Stop serving and free the model before the node goes."""
+        core = getattr(self, 'core', None)
+        if core is not None:  # None: the parameters were refused before it was made
+            core.cleanup()
         super().destroy_node()
+
+
+def _late(snapshot) -> int:
+    """Frames answered although no exit could meet their bound (the others were dropped)."""
+    return snapshot.infeasible - snapshot.dropped_infeasible
 
 
 def _header(stamp) -> Header:

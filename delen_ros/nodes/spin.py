@@ -1,6 +1,7 @@
 """One way to run a node as an executable: the executor, start-up errors as one line, Ctrl-C."""
 
 import argparse
+import signal
 import sys
 from typing import Callable, Optional, Sequence, Tuple, Type
 
@@ -75,6 +76,9 @@ def run_node(factory: Callable[[], Node], *, name: str,
         if rclpy.ok():
             raise
     finally:
+        # Ctrl-C reaches a launched node twice (the terminal's and launch's SIGINT), and
+        # impatient users press it again: shutting down is already under way.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -419,12 +419,14 @@ class InferenceServer:
     def submit(self, tenant: str, frame, *, stamp_s: Optional[float] = None,
                frame_id: str = '', encoding: Optional[str] = None,
                label: Optional[int] = None, token: Any = None,
-               transport_ms: Optional[float] = None) -> bool:
+               transport_ms: Optional[float] = None,
+               goal: Union[Goal, str, None] = None) -> bool:
         """
         Queue a frame of a tenant; thread-safe, never blocks on inference.
 
         ``stamp_s``: source timestamp in the server clock (default: now); the deadline runs
-        from it. ``label``: ground truth, for accuracy statistics. Returns False when the
+        from it. ``label``: ground truth, for accuracy statistics. ``goal``: this frame's own
+        goal instead of the tenant's (a request with its own bound). Returns False when the
         server is stopped (the frame is counted dropped). Raises InputError for a bad frame
         (counted rejected) and KeyError for an unknown tenant. ``token``: anything, handed
         back in the answer's ``token`` (two frames with one stamp keep their own).
@@ -432,6 +434,7 @@ class InferenceServer:
         answer's own trip back is estimated from it.
         """
         state = self._tenant(tenant)
+        request_goal = None if goal is None else self._checked_goal(goal)
         try:
             x = self.to_input(frame, encoding)
         except InputError:
@@ -445,7 +448,7 @@ class InferenceServer:
         if transport_ms is not None:
             self._hop_ms.update(transport_ms)
         config = state.config
-        goal = config.goal
+        goal = request_goal or config.goal
         deadline = None if goal.latency_ms is None else stamp + goal.latency_ms * 1e-3
         request = Request(
             tenant=tenant, stamp_s=stamp,
