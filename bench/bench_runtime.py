@@ -67,7 +67,11 @@ def decision_paths(model, profile, images, requests):
              ('confidence:threshold=0.9', Goal.latency(1e4)),
              ('budget', Goal.latency(1e4)),
              ('budget', Goal.accuracy(0.92)),
-             ('budget', Goal.energy(1e5, latency_ms=1e4))]
+             ('budget', Goal.energy(1e5, latency_ms=1e4)),
+             ('coordinated', Goal.latency(1e4)),
+             ('coordinated', Goal.latency(10.0)),
+             ('coordinated', Goal.accuracy(0.92)),
+             ('coordinated', Goal.energy(1e5, latency_ms=1e4))]
     rows = []
     for spec_text, goal in cases:
         policy = make_policy(spec_text)
@@ -227,6 +231,8 @@ def main():
     parser.add_argument('--fps', type=float, default=30.0)
     parser.add_argument('--bound-ms', type=float, default=50.0)
     parser.add_argument('--tenants', type=int, nargs='+', default=[1, 3, 8])
+    parser.add_argument('--decision-only', action='store_true',
+                        help='only the decision-overhead table')
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, profile = load_checkpoint(), load_profile()
@@ -245,6 +251,8 @@ def main():
         cells = [f'{parts[n][0]:.1f} / {parts[n][1]:.1f}' for n in names]
         print(f'| {policy} | {goal} | {mean_exit:.2f} | ' + ' | '.join(cells)
               + f' | {decision[0]:.1f} / {decision[1]:.1f} | {total[0]:.1f} / {total[1]:.1f} |')
+    if args.decision_only:
+        return
 
     print('\nWhole serve path on the real network (median / p99 us):\n')
     raw = raw_stages(model, images, args.requests)

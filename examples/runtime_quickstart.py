@@ -18,9 +18,9 @@ def main():
     images, labels = fashion_mnist.load('test')
     with InferenceServer.from_checkpoint() as server:
         # Obstacle detection: answer within 8 ms of the frame's stamp, best accuracy within.
-        server.add_tenant('obstacle', goal=Goal.latency(8.0), policy='budget', queue_size=2)
+        server.add_tenant('obstacle', goal=Goal.latency(8.0), queue_size=2)
         # Inspection: 92 % accuracy on average, as cheaply as possible.
-        server.add_tenant('inspect', goal=Goal.accuracy(0.92), policy='budget')
+        server.add_tenant('inspect', goal=Goal.accuracy(0.92))
         # Logging on battery: at most 20 mJ per frame, every exit's answer as it comes.
         server.add_tenant('logger', goal='energy:20', policy='budget', progressive=True,
                           on_result=lambda r: r.is_final or print(

@@ -7,9 +7,9 @@ from delen_ros.engine.profiling import load_profile, ModelProfile, PROFILE_FORMA
 from delen_ros.runtime.cost import CostModel
 from delen_ros.runtime.energy import PowerModel, PowerSetting
 from delen_ros.runtime.goals import Goal, GoalKind
+from delen_ros.runtime.kalman import alert_filter, KalmanConfig
 from delen_ros.runtime.policies import make_policy, Outcome, Plan, PolicyError, RequestContext
-from delen_ros.runtime.policies.alert import (AlertPolicy, deadline_probability,
-                                              KalmanConfig, SlowdownKalman)
+from delen_ros.runtime.policies.alert import AlertPolicy, deadline_probability
 from delen_ros.runtime.policies.alert_plus import AlertPlusPolicy
 import numpy as np
 import pytest
@@ -90,7 +90,7 @@ def recorded_latencies():
 def test_kalman_converges_to_an_injected_slowdown():
     rng = np.random.default_rng(0)
     pairs = recorded_latencies()
-    kalman = SlowdownKalman()
+    kalman = alert_filter()
     for injected in (3.0, 1.0, 40.0, 1.5):
         estimates = []
         for _ in range(80):
@@ -107,7 +107,7 @@ def test_kalman_converges_to_an_injected_slowdown():
 
 
 def test_kalman_process_noise_adapts_to_a_jump():
-    kalman = SlowdownKalman(KalmanConfig(measurement_noise=0.01))
+    kalman = alert_filter(KalmanConfig(measurement_noise=0.01))
     for _ in range(50):
         kalman.update(1.0)
     calm = kalman.process_noise
@@ -122,7 +122,7 @@ def test_kalman_process_noise_adapts_to_a_jump():
 
 
 def test_kalman_ignores_garbage():
-    kalman = SlowdownKalman()
+    kalman = alert_filter()
     for value in (math.nan, math.inf, -1.0, 0.0):
         kalman.update(value)
     assert kalman.count == 0 and kalman.mean == 1.0

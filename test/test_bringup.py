@@ -29,4 +29,10 @@ def test_demo_serves_three_tenants_and_writes_its_plot(tmp_path):
     assert 'min_accuracy 0.92 \u2192 0.' in bounds['inspection']
     assert 'energy 20 \u2192 ' in bounds['patrol']
     assert '(estimated)' in completed.stdout
+    # A real competing process ran in the middle third: one row per tenant and phase.
+    assert 'CPU contention' in completed.stdout
+    for tenant in rows:
+        for phase in ('before', 'contention', 'after'):
+            assert re.search(rf'^\| {tenant} \| {phase} \| \d+ \|', completed.stdout,
+                             re.M), completed.stdout
     assert (tmp_path / 'demo.png').stat().st_size > 10000

@@ -8,7 +8,10 @@ from delen_ros.engine.profiling import load_profile
 from delen_ros.evaluation import (CpuLoad, exit_correctness, GoalChange, LatencyTable, LoadPhase,
                                   measure_latencies, oracle_run, RateChange, run_policy,
                                   Scenario, summarize, TenantPlan)
-from delen_ros.evaluation.report import comparison_table, results_table
+from delen_ros.evaluation.evaluate import pool_runs
+from delen_ros.evaluation.report import comparison_table, default_table, results_table
+from delen_ros.evaluation.scenarios import builtin_scenarios
+from delen_ros.evaluation.summary import paired_difference, wilson_interval
 from delen_ros.runtime.energy import PowerModel, PowerSetting
 from delen_ros.runtime.goals import Goal
 from delen_ros.runtime.server import InferenceServer
@@ -104,7 +107,7 @@ def test_oracle_meets_an_accuracy_goal_at_the_least_energy():
 
 # -- a short real trace ------------------------------------------------------------------------
 
-POLICIES = ('app_only', 'sys_only', 'alert_plus')
+POLICIES = ('app_only', 'sys_only', 'alert_plus', 'coordinated')
 
 
 @pytest.fixture(scope='module')
@@ -177,3 +180,32 @@ def test_report_tables_cover_every_policy(real_trace):
     assert all(f'| {name} |' in table for name in POLICIES + ('oracle',))
     comparison = comparison_table(ordered)
     assert 'error reduction vs app_only' in comparison and '| alert_plus |' in comparison
+    against = default_table(ordered)
+    assert all(f'| {name} |' in against for name in POLICIES[:-1] + ('oracle',))
+    assert '| coordinated |' not in against
+
+
+def test_paired_difference_of_a_run_with_itself_is_zero_and_pooling_keeps_pairs(real_trace):
+    runs, _ = real_trace
+    same = paired_difference(runs['coordinated'], runs['coordinated'])
+    assert same.accuracy_pp == 0.0 and same.accuracy_half_pp == 0.0
+    assert same.energy_pct == pytest.approx(0.0) and not same.beats_default
+    pooled = pool_runs([[runs['coordinated'], runs['oracle']]] * 2)
+    assert [len(run.records) for run in pooled] == [60, 60]
+    assert [r.index for r in pooled[0].records] == list(range(60))
+    oracle_vs = paired_difference(pooled[1], pooled[0])
+    assert oracle_vs.accuracy_pp >= 0.0  # the oracle is right whenever the policy was
+
+
+def test_intervals_and_new_scenarios():
+    low, high = wilson_interval(0, 100)
+    assert low == pytest.approx(0.0, abs=1e-12) and 0.02 < high < 0.05
+    low, high = wilson_interval(95, 100)
+    assert low < 0.95 < high and high - low < 0.12
+    built = {s.name: s for s in builtin_scenarios(['energy_latency', 'opposite_goals'],
+                                                  scale=0.1)}
+    energy = built['energy_latency'].tenants[0].goal
+    assert energy.kind.value == 'energy' and energy.latency_ms == 10.0
+    kinds = {t.goal.kind.value for t in built['opposite_goals'].tenants}
+    assert kinds == {'latency', 'accuracy'} and built['opposite_goals'].load
+    assert all(s.policies[0] == 'coordinated' for s in built.values())

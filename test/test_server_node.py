@@ -130,6 +130,9 @@ def test_results_carry_the_source_header_and_the_offered_deadline(client):
 
 
 def test_latency_parameter_changes_the_exits_chosen(client):
+    # budget runs as deep as the bound allows (the default, coordinated, also stops early on
+    # confident frames, so a loose bound alone would not show the last exit).
+    assert client.set_parameter(f'{TENANT}.policy', 'budget').successful
     assert client.set_parameter(f'{TENANT}.latency_ms', 0.5).successful
     tight = client.results_until(lambda r: r.deadline_ms == 0.5 and r.is_final)
     assert tight and tight.exit_index == 0, 'a 0.5 ms bound should answer from the first exit'
@@ -137,6 +140,7 @@ def test_latency_parameter_changes_the_exits_chosen(client):
     loose = client.results_until(lambda r: r.deadline_ms == 900.0 and r.is_final)
     assert loose and loose.exit_index == 3, 'a 900 ms bound should reach the last exit'
     assert client.set_parameter(f'{TENANT}.latency_ms', 0.0).successful
+    assert client.set_parameter(f'{TENANT}.policy', 'coordinated').successful
 
 
 def test_bad_parameter_values_are_refused_with_a_reason(client):

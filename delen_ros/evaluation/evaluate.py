@@ -49,21 +49,48 @@ class EvaluationConfig:
     calibration_frames: int = 20
     plots: bool = True
     records: bool = False
+    seeds: int = 1
 
     def __post_init__(self):
         if not self.scale > 0:
             raise ValueError(f'scale must be positive, got {self.scale}')
+        if self.seeds < 1:
+            raise ValueError(f'seeds must be positive, got {self.seeds}')
         if self.calibration_frames < 1:
             raise ValueError('calibration_frames must be positive')
 
 
 @dataclass
 class ScenarioResult:
-    """The runs of one scenario (the oracle last) and the files written for it."""
+    """
+    The runs of one scenario (the oracle last) and the files written for it.
+
+    With several seeds, ``runs`` pools every seed's frames per policy (records in the same
+    order for every policy, so they pair frame by frame); ``first`` holds the first seed's
+    runs alone (plotted over time).
+    """
 
     scenario: Scenario
     runs: List[PolicyRun]
     files: List[Path] = field(default_factory=list)
+    first: List[PolicyRun] = field(default_factory=list)
+
+
+def pool_runs(seeded: Sequence[Sequence[PolicyRun]]) -> List[PolicyRun]:
+    """Pool the runs of several seeds policy by policy (same policy order in each seed)."""
+    pooled = []
+    for runs in zip(*seeded):
+        records = []
+        for run in runs:
+            offset = len(records)
+            records.extend(replace(r, index=r.index + offset) for r in run.records)
+        dropped: Dict[str, int] = {}
+        for run in runs:
+            for key, value in run.dropped.items():
+                dropped[key] = dropped.get(key, 0) + value
+        pooled.append(replace(runs[0], records=records, wall_s=sum(r.wall_s for r in runs),
+                              dropped=dropped, probes=sum(r.probes for r in runs)))
+    return pooled
 
 
 def _machine() -> Dict[str, str]:
@@ -94,14 +121,17 @@ def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
     scenarios = builtin_scenarios(config.scenarios, scale=config.scale)
     if config.policies:
         scenarios = [replace(s, policies=tuple(config.policies)) for s in scenarios]
-    traces = {s.name: s.trace(len(labels)) for s in scenarios}
+    seeded = {s.name: [replace(s, seed=s.seed + k) for k in range(config.seeds)]
+              for s in scenarios}
+    traces = {(v.name, v.seed): v.trace(len(labels)) for variants in seeded.values()
+              for v in variants}
     started = time.monotonic()
     uptime_before = _uptime()
 
     # Recorded pass for the oracle: per-exit correctness and per-phase latencies.
     correctness = exit_correctness(
         model.network, model.config.input_spec, images, labels,
-        frames=[a.frame for trace in traces.values() for a in trace])
+        frames=sorted({a.frame for trace in traces.values() for a in trace}))
     inputs = normalize_images(images[:64], model.config.input_spec)
     phases = (False, True) if any(s.load for s in scenarios) else (False,)
     print(f'recording latencies per exit, thread count and load phase {phases} ...',
@@ -110,40 +140,50 @@ def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
         model.network, inputs, thread_counts=profile.thread_counts, phases=phases,
         frames=config.calibration_frames)
 
-    total = sum(s.duration_s * len(s.policies) for s in scenarios)
+    total = sum(s.duration_s * len(s.policies) * config.seeds for s in scenarios)
     results = []
     with tqdm(total=round(total), unit='s', desc='evaluation', mininterval=1.0,
               bar_format='{l_bar}{bar}| {n:.0f}/{total:.0f} s scenario time '
                          '[{elapsed}<{remaining}]') as bar:
         for scenario in scenarios:
-            runs = []
-            for policy in scenario.policies:
-                bar.set_postfix_str(f'{scenario.name}/{policy}')
-                server = InferenceServer(model, profile, platform=platform, threads=1,
-                                         clock=time.monotonic)
-                runs.append(run_policy(scenario, policy, server=server,
-                                       trace=traces[scenario.name], images=images,
-                                       labels=labels, progress=bar.update))
-            runs.append(oracle_run(scenario, traces[scenario.name], table=table,
-                                   correctness=correctness, labels=labels, power=power))
-            runs.append(latency_oracle_run(
-                scenario, traces[scenario.name], table=table,
-                exit_accuracy=profile.exit_accuracy, correctness=correctness, labels=labels,
-                power=power))
-            results.append(ScenarioResult(scenario=scenario, runs=runs))
+            by_seed = []
+            for variant in seeded[scenario.name]:
+                trace = traces[(variant.name, variant.seed)]
+                runs = []
+                for policy in variant.policies:
+                    bar.set_postfix_str(f'{variant.name}/{policy}/seed {variant.seed}')
+                    server = InferenceServer(model, profile, platform=platform, threads=1,
+                                             clock=time.monotonic)
+                    runs.append(run_policy(variant, policy, server=server, trace=trace,
+                                           images=images, labels=labels,
+                                           progress=bar.update))
+                runs.append(oracle_run(variant, trace, table=table, correctness=correctness,
+                                       labels=labels, power=power))
+                runs.append(latency_oracle_run(
+                    variant, trace, table=table, exit_accuracy=profile.exit_accuracy,
+                    correctness=correctness, labels=labels, power=power))
+                by_seed.append(runs)
+            results.append(ScenarioResult(scenario=scenario, runs=pool_runs(by_seed),
+                                          first=by_seed[0]))
     wall = time.monotonic() - started
     _write(output, results, table=table, wall_s=wall, platform=platform, power=power,
-           uptime_before=uptime_before, plots=config.plots, records=config.records)
+           uptime_before=uptime_before, plots=config.plots, records=config.records,
+           seeds=config.seeds, scale=config.scale)
     return results
 
 
 def _write(output: Path, results: Sequence[ScenarioResult], *, table: LatencyTable,
            wall_s: float, platform: str, power: PowerModel, uptime_before: str,
-           plots: bool, records: bool) -> None:
+           plots: bool, records: bool, seeds: int = 1, scale: float = 1.0) -> None:
     lines = ['# delen_eval results', '',
              f'- wall time: {wall_s:.0f} s; machine: ' + ', '.join(
                  f'{k} {v}' for k, v in _machine().items()),
              f'- uptime before: `{uptime_before}`; after: `{_uptime()}`',
+             f'- scale {scale:g}; {seeds} seed(s) per scenario, frames pooled per policy; '
+             '95 % intervals: Wilson for violation and effective-accuracy rates, normal '
+             'approximation for mean energy and for differences paired frame by frame '
+             '(frames of one run share its load phases, so these intervals are somewhat '
+             'optimistic); plots show the first seed',
              f'- energy: ESTIMATED from the power model `{platform}` (active W x compute '
              f'time; {", ".join(f"{s.threads} thr {s.active_w:g} W" for s in power.settings)}'
              f', idle {power.idle_w:g} W), not measured', '',
@@ -160,7 +200,9 @@ def _write(output: Path, results: Sequence[ScenarioResult], *, table: LatencyTab
         scenario = result.scenario
         lines += ['', f'## {scenario.name}', '', scenario.description, '',
                   'Policies: ' + ', '.join(run.policy for run in result.runs) + '.', '',
-                  report.results_table(result.runs), '', report.comparison_table(result.runs)]
+                  report.results_table(result.runs), '', report.comparison_table(result.runs),
+                  '', 'Against the default policy, paired frame by frame:', '',
+                  report.default_table(result.runs)]
         if scenario.load:
             lines += ['', 'While the CPU load is on:', '',
                       report.results_table(result.runs, loaded=True)]
@@ -174,7 +216,8 @@ def _write(output: Path, results: Sequence[ScenarioResult], *, table: LatencyTab
         if plots:
             for kind, plot in (('latency', report.plot_latency),
                                ('choices', report.plot_choices), ('bars', report.plot_bars)):
-                path = plot(scenario, result.runs, output / f'{scenario.name}_{kind}.png')
+                path = plot(scenario, result.first or result.runs,
+                            output / f'{scenario.name}_{kind}.png')
                 result.files.append(path)
                 lines += ['', f'![{scenario.name} {kind}]({path.name})']
         for run in result.runs:
@@ -201,6 +244,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--scale', type=float, default=1.0,
                         help='multiply every scenario duration (e.g. 0.3 for a smoke run)')
     parser.add_argument('--policies', nargs='+', help="override every scenario's policies")
+    parser.add_argument('--seeds', type=int, default=1,
+                        help='runs per scenario with different frames (pooled, with 95 %% '
+                        'intervals); plots show the first')
     parser.add_argument('--model', type=Path, help='checkpoint (default: shipped)')
     parser.add_argument('--profile', type=Path, help='profile (default: beside the model)')
     parser.add_argument('--platform', help='power model (default: detected)')
@@ -213,7 +259,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         output=args.output, scenarios=tuple(args.scenarios), scale=args.scale,
         model=args.model, profile=args.profile, platform=args.platform,
         data_root=args.data_root, policies=args.policies, plots=not args.no_plots,
-        records=args.records)
+        records=args.records, seeds=args.seeds)
     started = time.monotonic()
     evaluate(config)
     print(f'wrote {config.output / "results.md"} in {time.monotonic() - started:.0f} s',

@@ -12,12 +12,14 @@ import numpy as np  # noqa: E402
 
 from .runner import PolicyRun  # noqa: E402
 from .scenarios import Scenario  # noqa: E402
-from .summary import compare, summarize, tenants_of  # noqa: E402
+from .summary import compare, paired_difference, summarize, tenants_of  # noqa: E402
 
-__all__ = ['comparison_table', 'plot_bars', 'plot_choices', 'plot_latency', 'results_table']
+__all__ = ['DEFAULT_POLICY', 'comparison_table', 'default_table', 'plot_bars', 'plot_choices',
+           'plot_latency', 'results_table']
 
 _REFERENCES = ('oracle', 'oracle_latency', 'app_only', 'sys_only')
 _ORACLES = ('oracle', 'oracle_latency')
+DEFAULT_POLICY = 'coordinated'
 
 
 def _pct(value: float, digits: int = 1) -> str:
@@ -28,6 +30,14 @@ def _num(value: float, digits: int = 1) -> str:
     return 'n/a' if not math.isfinite(value) else f'{value:.{digits}f}'
 
 
+def _interval(low: float, high: float) -> str:
+    return f' [{_pct(low)}, {_pct(high)}]' if math.isfinite(low) else ''
+
+
+def _plus_minus(half: float, digits: int = 1) -> str:
+    return f' ± {half:.{digits}f}' if math.isfinite(half) else ''
+
+
 def _name(run: PolicyRun) -> str:
     return run.policy.split(':', 1)[0]
 
@@ -36,9 +46,9 @@ def results_table(runs: Sequence[PolicyRun], *, loaded: Optional[bool] = None) -
     """Return one Markdown row per policy and tenant (plus 'all' with several tenants)."""
     tenants = tenants_of(runs)
     scopes = tenants + (['all'] if len(tenants) > 1 else [])
-    head = ['policy', 'tenant', 'frames', 'violations %', 'accuracy %', 'eff. accuracy %',
-            'mean latency ms', 'p99 latency ms', 'energy mJ/frame (est.)', 'mean exit',
-            'mean threads']
+    head = ['policy', 'tenant', 'frames', 'violations % [95 % CI]', 'accuracy %',
+            'eff. accuracy % [95 % CI]', 'mean latency ms', 'p99 latency ms',
+            'energy mJ/frame (est.) ± 95 %', 'mean exit', 'mean threads']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for run in runs:
         for scope in scopes:
@@ -46,9 +56,11 @@ def results_table(runs: Sequence[PolicyRun], *, loaded: Optional[bool] = None) -
             if not s.requests:
                 continue
             lines.append('| ' + ' | '.join([
-                _name(run), scope, str(s.requests), _num(s.violation_pct), _pct(s.accuracy),
-                _pct(s.effective_accuracy), _num(s.latency_mean_ms),
-                _num(s.latency_p99_ms), _num(s.energy_mj), _num(s.mean_exit, 2),
+                _name(run), scope, str(s.requests),
+                _num(s.violation_pct) + _interval(*s.violation_ci), _pct(s.accuracy),
+                _pct(s.effective_accuracy) + _interval(*s.effective_accuracy_ci),
+                _num(s.latency_mean_ms), _num(s.latency_p99_ms),
+                _num(s.energy_mj) + _plus_minus(s.energy_half_mj), _num(s.mean_exit, 2),
                 _num(s.mean_threads, 2)]) + ' |')
     return '\n'.join(lines)
 
@@ -76,6 +88,28 @@ def comparison_table(runs: Sequence[PolicyRun]) -> str:
             else:
                 cells += [_pct(result.error_reduction), _pct(result.energy_reduction)]
         lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def default_table(runs: Sequence[PolicyRun], default: str = DEFAULT_POLICY) -> str:
+    """Return every live policy against the default, paired on the same frames (all tenants)."""
+    by_name = {_name(run): run for run in runs}
+    if default not in by_name:
+        return ''
+    head = ['policy', 'eff. accuracy vs default pp ± 95 %', 'energy vs default % ± 95 %',
+            'violations vs default pp ± 95 %', 'beats the default?']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for run in runs:
+        name = _name(run)
+        if name == default:
+            continue
+        d = paired_difference(run, by_name[default])
+        verdict = 'yes' if d.beats_default else 'no'
+        if name in _ORACLES:
+            verdict += ' (offline bound)'
+        lines.append(f'| {name} | {d.accuracy_pp:+.1f} ± {d.accuracy_half_pp:.1f} | '
+                     f'{d.energy_pct:+.1f} ± {d.energy_half_pct:.1f} | '
+                     f'{d.violation_pp:+.1f} ± {d.violation_half_pp:.1f} | {verdict} |')
     return '\n'.join(lines)
 
 

@@ -15,8 +15,9 @@ import numpy as np
 from ..runtime.goals import Goal, parse_goal
 
 __all__ = ['Arrival', 'GoalChange', 'LoadPhase', 'RateChange', 'SCENARIOS', 'Scenario',
-           'TenantPlan', 'builtin_scenarios', 'contention_scenario', 'goal_change_scenario',
-           'multi_tenant_scenario', 'rate_change_scenario', 'tight_contention_scenario']
+           'TenantPlan', 'builtin_scenarios', 'contention_scenario', 'energy_latency_scenario',
+           'goal_change_scenario', 'multi_tenant_scenario', 'opposite_goals_scenario',
+           'rate_change_scenario', 'tight_contention_scenario']
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class Scenario:
     duration_s: float
     tenants: Tuple[TenantPlan, ...]
     load: Tuple[LoadPhase, ...] = ()
-    policies: Tuple[str, ...] = ('alert', 'alert_plus', 'app_only', 'sys_only')
+    policies: Tuple[str, ...] = ('coordinated', 'alert', 'alert_plus', 'app_only', 'sys_only')
     seed: int = 0
     queue_size: int = 2
     on_infeasible: str = 'serve_first_exit'
@@ -166,6 +167,11 @@ class Scenario:
         return sorted(changes, key=lambda item: (item[0], item[1]))
 
 
+# The default policy first; then ALERT and its one-sided baselines; then the runtime's others.
+_ADAPTIVE = ('coordinated', 'alert', 'alert_plus', 'app_only', 'sys_only')
+_ALL = _ADAPTIVE + ('static', 'confidence', 'budget')
+
+
 def contention_scenario(*, duration_s: float = 24.0, rate_hz: float = 20.0,
                         deadline_ms: float = 10.0,
                         policies: Optional[Sequence[str]] = None) -> Scenario:
@@ -179,8 +185,7 @@ def contention_scenario(*, duration_s: float = 24.0, rate_hz: float = 20.0,
         tenants=(TenantPlan('camera', Goal.latency(deadline_ms),
                             rates=(RateChange(0.0, rate_hz),)),),
         load=(LoadPhase(duration_s / 3, 2 * duration_s / 3),),
-        policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only', 'static',
-                                    'confidence', 'budget')))
+        policies=tuple(policies or _ALL))
 
 
 def tight_contention_scenario(*, duration_s: float = 18.0, rate_hz: float = 20.0,
@@ -189,8 +194,7 @@ def tight_contention_scenario(*, duration_s: float = 18.0, rate_hz: float = 20.0
     """Build (a'): as (a) with a deadline that needs 2 threads for the last exit when idle."""
     scenario = contention_scenario(duration_s=duration_s, rate_hz=rate_hz,
                                    deadline_ms=deadline_ms,
-                                   policies=policies or ('alert', 'alert_plus', 'app_only',
-                                                         'sys_only'))
+                                   policies=policies or _ADAPTIVE)
     return replace(scenario, name='contention_tight')
 
 
@@ -209,7 +213,7 @@ def goal_change_scenario(*, duration_s: float = 12.0, rate_hz: float = 20.0,
                                                                           latency_ms=20.0)),
                                           GoalChange(2 * third, Goal.energy(
                                               15.0, latency_ms=20.0)))),),
-        policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only', 'budget')))
+        policies=tuple(policies or _ADAPTIVE + ('budget',)))
 
 
 def rate_change_scenario(*, duration_s: float = 12.0, deadline_ms: float = 10.0,
@@ -224,7 +228,7 @@ def rate_change_scenario(*, duration_s: float = 12.0, deadline_ms: float = 10.0,
         tenants=(TenantPlan('camera', Goal.latency(deadline_ms),
                             rates=(RateChange(0.0, 20.0), RateChange(third, 400.0),
                                    RateChange(2 * third, 20.0))),),
-        policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only', 'budget')))
+        policies=tuple(policies or _ADAPTIVE + ('budget',)))
 
 
 def multi_tenant_scenario(*, duration_s: float = 18.0,
@@ -244,7 +248,42 @@ def multi_tenant_scenario(*, duration_s: float = 18.0,
                        rates=(RateChange(0.0, 10.0),)),
         ),
         load=(LoadPhase(duration_s / 2, 3 * duration_s / 4),),
-        policies=tuple(policies or ('alert', 'alert_plus', 'app_only', 'sys_only')))
+        policies=tuple(policies or _ALL))
+
+
+def energy_latency_scenario(*, duration_s: float = 18.0, rate_hz: float = 20.0,
+                            energy_mj: float = 10.0, deadline_ms: float = 10.0,
+                            policies: Optional[Sequence[str]] = None) -> Scenario:
+    """Build (e): an energy goal under a latency bound, with CPU load in the middle third."""
+    return Scenario(
+        name='energy_latency',
+        description=(f'one tenant, energy:{energy_mj:g} mJ with latency {deadline_ms:g} ms at '
+                     f'{rate_hz:g} frames/s; a CPU-bound process per core from '
+                     f'{duration_s / 3:.0f} s to {2 * duration_s / 3:.0f} s'),
+        duration_s=duration_s,
+        tenants=(TenantPlan('camera', Goal.energy(energy_mj, latency_ms=deadline_ms),
+                            rates=(RateChange(0.0, rate_hz),)),),
+        load=(LoadPhase(duration_s / 3, 2 * duration_s / 3),),
+        policies=tuple(policies or _ALL))
+
+
+def opposite_goals_scenario(*, duration_s: float = 18.0,
+                            policies: Optional[Sequence[str]] = None) -> Scenario:
+    """Build (f): two tenants with opposite goals (accuracy first, energy first) and load."""
+    return Scenario(
+        name='opposite_goals',
+        description=('two tenants at 15 frames/s each: `accurate` latency:10 ms (most '
+                     'accuracy), `frugal` accuracy:0.9 with latency 20 ms (least energy); a '
+                     f'CPU-bound process per core from {duration_s / 3:.0f} s to '
+                     f'{2 * duration_s / 3:.0f} s'),
+        duration_s=duration_s,
+        tenants=(
+            TenantPlan('accurate', Goal.latency(10.0), rates=(RateChange(0.0, 15.0),)),
+            TenantPlan('frugal', Goal.accuracy(0.9, latency_ms=20.0),
+                       rates=(RateChange(0.0, 15.0),)),
+        ),
+        load=(LoadPhase(duration_s / 3, 2 * duration_s / 3),),
+        policies=tuple(policies or _ALL))
 
 
 SCENARIOS = {
@@ -253,6 +292,8 @@ SCENARIOS = {
     'goal_change': goal_change_scenario,
     'rate_change': rate_change_scenario,
     'three_tenants': multi_tenant_scenario,
+    'energy_latency': energy_latency_scenario,
+    'opposite_goals': opposite_goals_scenario,
 }
 
 

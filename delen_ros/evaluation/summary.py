@@ -8,13 +8,14 @@ convention, USENIX ATC 2020 Sec. 4.3). Errors compared between policies are effe
 
 from dataclasses import dataclass
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .runner import PolicyRun, RequestRecord
 
-__all__ = ['Comparison', 'Summary', 'compare', 'summarize']
+__all__ = ['Comparison', 'Difference', 'Summary', 'compare', 'mean_interval',
+           'paired_difference', 'summarize', 'wilson_interval']
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class Summary:
     energy_mj: float
     mean_exit: float
     mean_threads: float
+    effective_accuracy_ci: Tuple[float, float] = (math.nan, math.nan)
+    violation_ci: Tuple[float, float] = (math.nan, math.nan)
+    energy_half_mj: float = math.nan
 
     @property
     def effective_error(self) -> float:
@@ -53,16 +57,20 @@ def summarize(run: PolicyRun, *, tenant: Optional[str] = None,
     answered = [r for r in records if r.answered]
     latencies = [r.latency_ms for r in answered]
     count = len(records)
+    violations = sum(r.violation for r in records)
     return Summary(
         policy=run.policy, tenant=tenant or 'all', requests=count, answered=len(answered),
-        violation_pct=100.0 * sum(r.violation for r in records) / count if count else math.nan,
+        violation_pct=100.0 * violations / count if count else math.nan,
         accuracy=_mean([r.correct for r in answered]),
         effective_accuracy=_mean([r.effective_correct for r in records]),
         latency_mean_ms=_mean(latencies),
         latency_p99_ms=float(np.percentile(latencies, 99)) if latencies else math.nan,
         energy_mj=_mean([r.energy_mj for r in answered]),
         mean_exit=_mean([r.exit_index for r in answered]),
-        mean_threads=_mean([r.threads for r in answered]))
+        mean_threads=_mean([r.threads for r in answered]),
+        effective_accuracy_ci=wilson_interval(sum(r.effective_correct for r in records), count),
+        violation_ci=wilson_interval(violations, count),
+        energy_half_mj=mean_interval([r.energy_mj for r in answered])[1])
 
 
 @dataclass(frozen=True)
@@ -108,3 +116,80 @@ def tenants_of(runs: Sequence[PolicyRun]) -> List[str]:
         for record in run.records:
             names.setdefault(record.tenant, None)
     return list(names)
+
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: float, count: int, z: float = Z95) -> Tuple[float, float]:
+    """Return the Wilson score interval of a proportion (both ends in [0, 1])."""
+    if count <= 0:
+        return math.nan, math.nan
+    p = successes / count
+    denominator = 1.0 + z * z / count
+    centre = (p + z * z / (2 * count)) / denominator
+    half = z * math.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / denominator
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def mean_interval(values: Sequence[float], z: float = Z95) -> Tuple[float, float]:
+    """Return the mean and the half-width of its normal-approximation 95 % interval."""
+    data = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if not len(data):
+        return math.nan, math.nan
+    if len(data) < 2:
+        return float(data.mean()), math.nan
+    return float(data.mean()), float(z * data.std(ddof=1) / math.sqrt(len(data)))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """
+    A policy against the default on the same frames (paired), with 95 % intervals.
+
+    ``accuracy_pp``: effective accuracy of ``policy`` minus the default's (points), with the
+    half-width of its interval; ``energy_pct``: energy per answered frame relative to the
+    default's (%), with its half-width (delta method); ``violation_pp``: violation rate
+    difference (points). ``beats_default``: higher effective accuracy by more than the
+    interval, less energy and no more violations (the issue's test).
+    """
+
+    policy: str
+    default: str
+    accuracy_pp: float
+    accuracy_half_pp: float
+    energy_pct: float
+    energy_half_pct: float
+    violation_pp: float
+    violation_half_pp: float
+
+    @property
+    def beats_default(self) -> bool:
+        """Return True when the policy dominates the default beyond the intervals."""
+        return (self.accuracy_pp - self.accuracy_half_pp > 0.0 and self.energy_pct < 0.0
+                and self.violation_pp <= 0.0)
+
+
+def paired_difference(run: PolicyRun, default: PolicyRun, *,
+                      tenant: Optional[str] = None) -> Difference:
+    """Compare two runs of the same trace frame by frame (records in the same order)."""
+    pairs = [(a, b) for a, b in zip(run.records, default.records)
+             if tenant is None or a.tenant == tenant]
+    accuracy = mean_interval([float(a.effective_correct) - float(b.effective_correct)
+                              for a, b in pairs])
+    violation = mean_interval([float(a.violation) - float(b.violation) for a, b in pairs])
+    energy_a = [a.energy_mj for a, _ in pairs if a.answered]
+    energy_b = [b.energy_mj for _, b in pairs if b.answered]
+    mean_a, half_a = mean_interval(energy_a)
+    mean_b, half_b = mean_interval(energy_b)
+    if mean_b > 0 and math.isfinite(mean_a):
+        ratio = mean_a / mean_b
+        half = ratio * math.sqrt((half_a / mean_a) ** 2 + (half_b / mean_b) ** 2) \
+            if mean_a > 0 else math.nan
+    else:
+        ratio = half = math.nan
+    return Difference(
+        policy=run.policy, default=default.policy, accuracy_pp=100 * accuracy[0],
+        accuracy_half_pp=100 * accuracy[1], energy_pct=100 * (ratio - 1.0),
+        energy_half_pct=100 * half, violation_pp=100 * violation[0],
+        violation_half_pp=100 * violation[1])

@@ -3,11 +3,14 @@ Compose the serving stack in one process, for machines without ``ros2 launch``.
 
 Starts the same nodes as launch/serve.launch.py from the same parameter file: the server and
 the governor, plus, with ``--demo``, one camera per ``delen_camera_*`` section and the scripted
-power trace. ``--demo`` runs for ``--duration`` seconds, then prints a per-tenant table and
-writes a plot of latency against bound and of the exits chosen.
+power trace. ``--demo`` runs for ``--duration`` seconds with a real CPU competitor (one busy
+process per core) during the middle third (``--contention``), then prints a per-tenant table,
+the same before, during and after the contention, and writes a plot of latency against bound
+and of the exits and threads chosen.
 """
 
 import argparse
+import math
 import os
 from pathlib import Path
 import signal
@@ -19,11 +22,13 @@ from typing import Dict, List, Optional
 from ament_index_python.packages import get_package_share_directory
 from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
+from delen_ros.evaluation.load import CpuLoad
 from delen_ros.msg import InferenceResult, TenantStatus
 from delen_ros.nodes.camera_node import CameraNode
 from delen_ros.nodes.config_file import CAMERA_PREFIX, node_sections
 from delen_ros.nodes.dds_profile import use_default_profiles
-from delen_ros.nodes.demo_report import format_table, plot_timeline, ResultPoint, StatusRow
+from delen_ros.nodes.demo_report import (format_phase_table, format_table, Phase,
+                                         plot_timeline, ResultPoint, StatusRow)
 from delen_ros.nodes.governor_node import GovernorNode
 from delen_ros.nodes.power_trace_node import PowerTraceNode
 from delen_ros.nodes.server_node import ServerNode
@@ -46,7 +51,7 @@ class DemoRecorder(Node):
     def __init__(self, tenants: Dict[str, Dict[str, str]], **kwargs) -> None:
         super().__init__(kwargs.pop('node_name', 'delen_demo_recorder'), **kwargs)
         self._start_ns = self.get_clock().now().nanoseconds
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.points: Dict[str, List[ResultPoint]] = {name: [] for name in tenants}
         self.status: Dict[str, TenantStatus] = {}
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -56,22 +61,27 @@ class DemoRecorder(Node):
             self.create_subscription(TenantStatus, topics['status_topic'],
                                      self._status_callback, reliable)
 
+    def restart_clock(self) -> None:
+        """Count result times from now (the demo's phases start now)."""
+        self._start_ns = self.get_clock().now().nanoseconds
+
     def _result_callback(self, msg: InferenceResult) -> None:
         if not msg.is_final or msg.tenant not in self.points:
             return
         t_s = (self.get_clock().now().nanoseconds - self._start_ns) * 1e-9
-        with self._lock:
+        with self.lock:
             self.points[msg.tenant].append(ResultPoint(
                 t_s=t_s, latency_ms=msg.latency_ms, deadline_ms=msg.deadline_ms,
-                exit_index=msg.exit_index))
+                exit_index=msg.exit_index, threads=msg.num_threads, energy_mj=msg.energy_mj,
+                deadline_met=msg.deadline_met))
 
     def _status_callback(self, msg: TenantStatus) -> None:
-        with self._lock:
+        with self.lock:
             self.status[msg.tenant] = msg
 
     def rows(self) -> List[StatusRow]:
         """Last status of each tenant as table rows."""
-        with self._lock:
+        with self.lock:
             return [StatusRow(
                 tenant=s.tenant, goal=s.goal, frames_received=s.frames_received,
                 frames_served=s.frames_served, frames_dropped=s.frames_dropped,
@@ -94,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
                         help='also start the cameras and the scripted power trace, then report')
     parser.add_argument('--duration', type=float, default=60.0,
                         help='seconds to run with --demo (default 60)')
+    parser.add_argument('--contention', type=float, nargs=2, metavar=('START', 'END'),
+                        help='seconds of the demo during which one busy process per core '
+                             'competes for the CPU (default: the middle third; 0 0: none)')
     parser.add_argument('--output-dir', type=Path, default=Path('out'),
                         help='where --demo writes its plot (default ./out)')
     add_executor_argument(parser)
@@ -143,19 +156,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     spinner = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
     spinner.start()
+    phases = _phases(args) if args.demo else []
+    contention = next((p for p in phases if p.contention), None)
+    load = CpuLoad(max_seconds=args.duration + 30.0)
     started = time.monotonic()
+    if recorder is not None:
+        recorder.restart_clock()
     try:
         while not stop.is_set():
-            if args.demo and time.monotonic() - started >= args.duration:
+            now = time.monotonic() - started
+            if args.demo and now >= args.duration:
                 break
-            stop.wait(0.2)
+            if contention is not None:
+                if contention.start_s <= now < contention.end_s:
+                    load.start()
+                elif now >= contention.end_s:
+                    load.stop()
+            stop.wait(0.1)
     except KeyboardInterrupt:
         pass
+    finally:
+        load.stop()
     elapsed_s = time.monotonic() - started
     # Report once the executor has stopped: its callbacks no longer add points meanwhile.
     executor.shutdown(timeout_sec=5.0)
     if recorder is not None:
-        _report(recorder, args.output_dir, elapsed_s)
+        _report(recorder, args.output_dir, elapsed_s, phases, load.workers)
     for node in nodes:
         node.destroy_node()
     rclpy.try_shutdown()
@@ -172,10 +198,26 @@ def _spin(executor: Executor, stop: threading.Event) -> None:
         stop.set()
 
 
-def _report(recorder: DemoRecorder, output_dir: Path, elapsed_s: float) -> None:
+def _phases(args: argparse.Namespace) -> List[Phase]:
+    start, end = args.contention or (args.duration / 3, 2 * args.duration / 3)
+    if not 0.0 <= start < end:
+        return [Phase('all', 0.0, math.inf)]
+    return [Phase('before', 0.0, start), Phase('contention', start, end, contention=True),
+            Phase('after', end, math.inf)]
+
+
+def _report(recorder: DemoRecorder, output_dir: Path, elapsed_s: float,
+            phases: List[Phase], workers: int) -> None:
     rows = recorder.rows()
     print(f'\ndelen_ros demo: {elapsed_s:.0f} s, {len(rows)} tenants '
           f'(energy figures are estimated unless marked measured)\n')
     print(format_table(rows))
-    path = plot_timeline(recorder.points, Path(output_dir) / 'demo.png')
+    contention = next((p for p in phases if p.contention), None)
+    if contention is not None:
+        print(f'\nBefore, during and after the CPU contention ({workers} busy processes, '
+              f'{contention.start_s:.0f}-{contention.end_s:.0f} s):\n')
+        print(format_phase_table(recorder.points, phases))
+    with recorder.lock:
+        points = {name: list(series) for name, series in recorder.points.items()}
+    path = plot_timeline(points, Path(output_dir) / 'demo.png', phases=phases)
     print(f'\nplot: {os.path.abspath(path)}')

@@ -9,7 +9,8 @@ import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-__all__ = ['ResultPoint', 'StatusRow', 'format_bounds', 'format_table', 'plot_timeline']
+__all__ = ['Phase', 'ResultPoint', 'StatusRow', 'format_bounds', 'format_phase_table',
+           'format_table', 'plot_timeline']
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,19 @@ class ResultPoint:
     latency_ms: float
     deadline_ms: float
     exit_index: int
+    threads: int = 1
+    energy_mj: float = math.nan
+    deadline_met: bool = True
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A named span of the demo (e.g. the CPU contention), in seconds from its start."""
+
+    name: str
+    start_s: float
+    end_s: float
+    contention: bool = False
 
 
 def _pct(value: float) -> str:
@@ -77,9 +91,41 @@ def format_table(rows: Sequence[StatusRow]) -> str:
     return '\n'.join(lines)
 
 
+def format_phase_table(points: Mapping[str, List[ResultPoint]],
+                       phases: Sequence[Phase]) -> str:
+    """Render each tenant's answers before, during and after the contention (Markdown)."""
+    lines = ['| tenant | phase | answers | in bound | mean exit | exits 0/1/2/3 | mean threads '
+             '| p99 latency | energy/frame (est.) |', '|' + '---|' * 9]
+    for tenant in sorted(points):
+        for phase in phases:
+            chosen = [p for p in points[tenant] if phase.start_s <= p.t_s < phase.end_s]
+            if not chosen:
+                lines.append(f'| {tenant} | {phase.name} | 0 | n/a | n/a | n/a | n/a | n/a '
+                             '| n/a |')
+                continue
+            count = len(chosen)
+            exits = [sum(p.exit_index == k for p in chosen) for k in range(4)]
+            latencies = sorted(p.latency_ms for p in chosen)
+            p99 = latencies[min(int(math.ceil(0.99 * count)) - 1, count - 1)]
+            energies = [p.energy_mj for p in chosen if not math.isnan(p.energy_mj)]
+            energy = f'{sum(energies) / len(energies):.1f} mJ' if energies else 'n/a'
+            lines.append(
+                f'| {tenant} | {phase.name} | {count} | '
+                f'{100 * sum(p.deadline_met for p in chosen) / count:.1f} % | '
+                f'{sum(p.exit_index for p in chosen) / count:.2f} | '
+                f'{"/".join(str(e) for e in exits)} | '
+                f'{sum(p.threads for p in chosen) / count:.2f} | {p99:.1f} ms | {energy} |')
+    return '\n'.join(lines)
+
+
 def plot_timeline(points: Mapping[str, List[ResultPoint]], path: Path, *,
-                  events: Sequence[Dict[str, object]] = ()) -> Path:
-    """Plot latency against its bound and the exit chosen over time, one row per tenant."""
+                  events: Sequence[Dict[str, object]] = (),
+                  phases: Sequence[Phase] = ()) -> Path:
+    """
+    Plot, per tenant, latency against its bound and the exit and threads chosen over time.
+
+    Phases marked ``contention`` are shaded.
+    """
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot
@@ -98,11 +144,23 @@ def plot_timeline(points: Mapping[str, List[ResultPoint]], path: Path, *,
         latency_axis.set_ylabel('ms')
         latency_axis.set_title(f'{tenant}: latency vs bound')
         latency_axis.legend(loc='upper right')
-        exit_axis.plot(times, [p.exit_index for p in series], '.', markersize=3)
-        exit_axis.set_ylabel('exit')
-        exit_axis.set_title(f'{tenant}: exit chosen')
+        exit_axis.plot(times, [p.exit_index for p in series], '.', markersize=3,
+                       color='tab:blue', label='exit')
+        exit_axis.set_ylim(-0.3, 3.3)
+        exit_axis.set_yticks(range(4))
+        exit_axis.set_ylabel('exit', color='tab:blue')
+        exit_axis.set_title(f'{tenant}: exit and threads chosen')
+        thread_axis = exit_axis.twinx()
+        thread_axis.plot(times, [p.threads + 0.1 for p in series], '.', markersize=2,
+                         color='tab:orange', label='threads')
+        thread_axis.set_ylim(0.5, 2.8)
+        thread_axis.set_yticks([1, 2])
+        thread_axis.set_ylabel('threads', color='tab:orange')
         for axis in (latency_axis, exit_axis):
-            axis.set_xlabel('time (s)')
+            axis.set_xlabel('time (s)' + ('; shaded: CPU contention' if phases else ''))
+            for phase in phases:
+                if phase.contention:
+                    axis.axvspan(phase.start_s, phase.end_s, color='tab:red', alpha=0.1, lw=0)
             for event in events:
                 axis.axvline(float(event['t_s']), color='grey', linestyle=':', linewidth=1)
     figure.tight_layout()

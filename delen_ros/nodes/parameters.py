@@ -100,7 +100,7 @@ TENANT_PARAMETERS = (
                   0.0, 1.0, 0.005),
     ParameterSpec('energy_mj', 'double', 0.0, 'energy bound per request, mJ; 0: no bound',
                   0.0, 10000.0, 0.1),
-    ParameterSpec('policy', 'string', 'budget',
+    ParameterSpec('policy', 'string', 'coordinated',
                   'exit policy, optionally with parameters (e.g. static:exit_index=1)'),
     ParameterSpec('queue_size', 'integer', 2, 'newest frames kept waiting', 1, 100, 1),
     ParameterSpec('share', 'double', 1.0,

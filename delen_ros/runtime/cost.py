@@ -3,15 +3,16 @@ Predicted cost of the next stage: the profile corrected by measured latencies.
 
 The correction is a slowdown factor (measured / profiled median) tracked by a scalar Kalman
 filter, as ALERT (USENIX ATC 2020, Sec. 4.2) does to follow contention from other processes;
-predictions are conservative: mean + ``sigma`` standard deviations of the factor.
+predictions are conservative: mean + ``sigma`` standard deviations of the factor. The filter
+is the one of ``kalman.py`` (shared with the ALERT policies).
 """
 
-import collections
 import math
 import threading
-from typing import Deque, Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional
 
 from .energy import EnergyMeter, PowerModel
+from .kalman import SlidingMax, SlowdownFilter
 
 __all__ = ['CostModel', 'SettingCosts', 'SlidingMax', 'SlowdownFilter', 'StageCost']
 
@@ -21,104 +22,6 @@ class StageCost(NamedTuple):
 
     latency_ms: float
     energy_mj: float
-
-
-class SlidingMax:
-    """Maximum of the last ``window`` values, in O(1) amortized per value."""
-
-    __slots__ = ('window', 'count', '_values')
-
-    def __init__(self, window: int) -> None:
-        if window < 1:
-            raise ValueError(f'window must be positive, got {window}')
-        self.window = int(window)
-        self.count = 0
-        # (index, value) with values decreasing: the front is the maximum.
-        self._values: Deque[Tuple[int, float]] = collections.deque()
-
-    def add(self, value: float) -> None:
-        """Append one value (the oldest falls out of the window)."""
-        self.count += 1
-        values = self._values
-        while values and values[-1][1] <= value:
-            values.pop()
-        values.append((self.count, value))
-        if values[0][0] <= self.count - self.window:
-            values.popleft()
-
-    @property
-    def value(self) -> float:
-        """Return the maximum of the window (0 when empty)."""
-        return self._values[0][1] if self._values else 0.0
-
-
-class SlowdownFilter:
-    """
-    Scalar Kalman filter of the ratio measured/profiled latency (1.0 = as profiled).
-
-    The measurement noise is adapted from the (clipped) innovations, so ``std`` covers both
-    the estimate's uncertainty and the spread of single observations. ``upper`` is the
-    conservative factor mean + ``sigma`` sd; with a ``window`` it never goes below the largest
-    of the last ``window`` ratios (for hard caps, where a Gaussian tail is too thin), and it is
-    scaled by ``1 + margin``.
-    """
-
-    def __init__(self, *, initial: float = 1.0, variance: float = 0.25,
-                 process_noise: float = 1e-3, measurement_std: float = 0.1,
-                 noise_decay: float = 0.05, sigma: float = 2.0, window: int = 0,
-                 margin: float = 0.0) -> None:
-        if not (initial > 0 and variance >= 0 and process_noise >= 0 and measurement_std > 0
-                and 0 < noise_decay <= 1 and window >= 0 and sigma >= 0 and margin >= 0):
-            raise ValueError('SlowdownFilter: initial, measurement_std and noise_decay must be '
-                             'positive; variance, process_noise, sigma, window and margin '
-                             'non-negative')
-        self.window = int(window)
-        self.sigma = float(sigma)
-        self.margin = float(margin)
-        self._recent = SlidingMax(window) if window else None
-        self.mean = float(initial)
-        self.variance = float(variance)
-        self.process_noise = float(process_noise)
-        self.noise = float(measurement_std) ** 2
-        self.noise_decay = float(noise_decay)
-        self.count = 0
-        self.upper = self._upper()
-
-    def update(self, ratio: float) -> None:
-        """Fold in one observed ratio (ignored unless positive and finite)."""
-        if not 0.0 < ratio < math.inf:
-            return
-        prior = self.variance + self.process_noise
-        # Innovations clipped at 3 sd: one preempted stage must not drag the mean (or the noise
-        # estimate) for long, while a lasting change still gets through within a few updates.
-        limit = 3.0 * math.sqrt(prior + self.noise)
-        innovation = min(max(ratio - self.mean, -limit), limit)
-        gain = prior / (prior + self.noise)
-        self.mean += gain * innovation
-        self.variance = (1.0 - gain) * prior
-        self.noise += self.noise_decay * (innovation * innovation - self.noise)
-        self.count += 1
-        if self._recent is not None:
-            self._recent.add(ratio)
-        self.upper = self._upper()
-
-    def _upper(self) -> float:
-        bound = self.mean + self.sigma * math.sqrt(self.variance + self.noise)
-        return max(bound, self.recent_max, 0.5) * (1.0 + self.margin)
-
-    @property
-    def std(self) -> float:
-        """Return the standard deviation of the next observation."""
-        return math.sqrt(self.variance + self.noise)
-
-    @property
-    def recent_max(self) -> float:
-        """Largest ratio among the last ``window`` observations (0 without a window)."""
-        return self._recent.value if self._recent is not None else 0.0
-
-    def __repr__(self) -> str:
-        return (f'SlowdownFilter(mean={self.mean:.3f}, std={self.std:.3f}, '
-                f'upper={self.upper:.3f}, n={self.count})')
 
 
 class SettingCosts:

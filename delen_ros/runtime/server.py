@@ -198,7 +198,7 @@ class InferenceServer:
     Example::
 
         with InferenceServer.from_checkpoint() as server:
-            server.add_tenant('obstacle', goal=Goal.latency(15.0), policy='budget')
+            server.add_tenant('obstacle', goal=Goal.latency(15.0))
             server.submit('obstacle', image, stamp_s=time.time())
             result = server.next_result(timeout=1.0)
 
@@ -288,7 +288,7 @@ class InferenceServer:
     # -- tenants -----------------------------------------------------------------------------
 
     def add_tenant(self, name: str, *, goal: Union[Goal, str],
-                   policy: Union[str, Policy] = 'budget', queue_size: int = 2,
+                   policy: Union[str, Policy] = 'coordinated', queue_size: int = 2,
                    on_infeasible: str = 'drop', progressive: bool = False,
                    best_effort_ms: float = 1000.0, share: float = 1.0,
                    on_result: Optional[ResultCallback] = None) -> TenantConfig:

@@ -26,85 +26,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .base import Outcome, Plan, Policy, PolicyError, register_policy, RequestContext
 from ..conditions import ExitStatus
 from ..goals import Goal, GoalKind
+from ..kalman import alert_filter, KalmanConfig, SlowdownFilter
 
 __all__ = ['AlertConfig', 'AlertPolicy', 'AppOnlyPolicy', 'Candidate', 'KalmanConfig',
-           'ResourceSetting', 'SettingEstimate', 'SlowdownKalman', 'SysOnlyPolicy',
+           'ResourceSetting', 'SettingEstimate', 'SysOnlyPolicy',
            'choose_candidate', 'deadline_probability', 'evaluate_candidates',
            'nominal_energy_mj', 'observed_slowdown', 'profiled_latency_ms',
            'resource_settings', 'within_bounds']
-
-
-@dataclass(frozen=True)
-class KalmanConfig:
-    """
-    Parameters of the slowdown filter (ALERT Sec. 4.2).
-
-    ``measurement_noise`` is R (variance of one observed ratio), ``process_noise_floor`` Q0,
-    ``forgetting`` the weight alpha of the previous Q in
-    ``Q_n = max(Q0, alpha Q_{n-1} + (1 - alpha) (K y)^2)``.
-    """
-
-    initial: float = 1.0
-    initial_variance: float = 0.1
-    measurement_noise: float = 0.01
-    process_noise_floor: float = 1e-3
-    forgetting: float = 0.7
-
-    def __post_init__(self):
-        for name in ('initial', 'measurement_noise'):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise ValueError(f'{name} must be positive and finite, got {value}')
-        for name in ('initial_variance', 'process_noise_floor'):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f'{name} must be finite and >= 0, got {value}')
-        if not 0.0 <= self.forgetting < 1.0:
-            raise ValueError(f'forgetting must be in [0, 1), got {self.forgetting}')
-
-
-class SlowdownKalman:
-    """
-    Scalar Kalman filter of the slowdown xi with adaptive process noise (ALERT Sec. 4.2).
-
-    ``mean`` and ``variance`` describe the estimate of xi; ``predictive_std`` the spread of
-    the next single observation (estimate, process and measurement noise together), which is
-    what the chance of one request meeting its deadline depends on.
-    """
-
-    MIN_MEAN = 0.05
-
-    def __init__(self, config: Optional[KalmanConfig] = None) -> None:
-        self.config = config or KalmanConfig()
-        self.mean = self.config.initial
-        self.variance = self.config.initial_variance
-        self.process_noise = self.config.process_noise_floor
-        self.count = 0
-
-    def update(self, ratio: float) -> None:
-        """Fold in one observed ratio (ignored unless positive and finite)."""
-        if not (math.isfinite(ratio) and ratio > 0.0):
-            return
-        config = self.config
-        prior = self.variance + self.process_noise
-        innovation = ratio - self.mean
-        gain = prior / (prior + config.measurement_noise)
-        self.mean = max(self.mean + gain * innovation, self.MIN_MEAN)
-        self.variance = (1.0 - gain) * prior
-        correction = gain * innovation
-        self.process_noise = max(config.process_noise_floor,
-                                 config.forgetting * self.process_noise
-                                 + (1.0 - config.forgetting) * correction * correction)
-        self.count += 1
-
-    @property
-    def predictive_std(self) -> float:
-        """Return the standard deviation of the next observed ratio."""
-        return math.sqrt(self.variance + self.process_noise + self.config.measurement_noise)
-
-    def __repr__(self) -> str:
-        return (f'SlowdownKalman(mean={self.mean:.3f}, std={self.predictive_std:.3f}, '
-                f'n={self.count})')
 
 
 @dataclass(frozen=True)
@@ -339,8 +267,8 @@ class AlertPolicy(Policy):
                                     forgetting=float(forgetting)))
         except (TypeError, ValueError) as error:
             raise PolicyError(f'{self.name}: {error}') from None
-        self.filter = SlowdownKalman(self.config.kalman)
-        self.energy_filter = SlowdownKalman(self.config.kalman)
+        self.filter = alert_filter(self.config.kalman)
+        self.energy_filter = alert_filter(self.config.kalman)
         self.last_choice: Optional[Candidate] = None
         self.requests = 0
         self._profile = None
@@ -362,11 +290,11 @@ class AlertPolicy(Policy):
         """Return the exits this policy may choose (all of them)."""
         return range(context.num_exits)
 
-    def slowdown(self, threads: int) -> SlowdownKalman:
+    def slowdown(self, threads: int) -> SlowdownFilter:
         """Return the latency slowdown filter of a setting (one global filter in ALERT)."""
         return self.filter
 
-    def energy_ratio(self, threads: int) -> SlowdownKalman:
+    def energy_ratio(self, threads: int) -> SlowdownFilter:
         """Return the measured/nominal energy filter of a setting (global in ALERT)."""
         return self.energy_filter
 

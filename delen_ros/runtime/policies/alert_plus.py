@@ -28,9 +28,10 @@ import math
 from typing import Deque, Dict, Optional
 
 from .alert import AlertPolicy, Candidate, evaluate_candidates, observed_slowdown, \
-    resource_settings, SettingEstimate, SlowdownKalman, within_bounds
+    resource_settings, SettingEstimate, within_bounds
 from .base import Outcome, Plan, PolicyError, register_policy, RequestContext
 from ..goals import GoalKind
+from ..kalman import alert_filter, SlowdownFilter
 
 __all__ = ['AlertPlusPolicy']
 
@@ -76,26 +77,26 @@ class AlertPlusPolicy(AlertPolicy):
         self.slow_margin = float(slow_margin)
         self.tail_window = int(tail_window)
         self.residuals: Dict[int, Deque[float]] = {}
-        self.filters: Dict[int, SlowdownKalman] = {}
-        self.energy_filters: Dict[int, SlowdownKalman] = {}
+        self.filters: Dict[int, SlowdownFilter] = {}
+        self.energy_filters: Dict[int, SlowdownFilter] = {}
         self.last_used: Dict[int, int] = {}
         self.backoff: Dict[int, int] = {}
         self.probes = 0
         self._probe: Optional[Candidate] = None
         self._probe_guess = 1.0
 
-    def slowdown(self, threads: int) -> SlowdownKalman:
+    def slowdown(self, threads: int) -> SlowdownFilter:
         """Return the filter of this thread count (one per setting)."""
         found = self.filters.get(threads)
         if found is None:
-            found = self.filters[threads] = SlowdownKalman(self.config.kalman)
+            found = self.filters[threads] = alert_filter(self.config.kalman)
         return found
 
-    def energy_ratio(self, threads: int) -> SlowdownKalman:
+    def energy_ratio(self, threads: int) -> SlowdownFilter:
         """Return the energy-ratio filter of this thread count (one per setting)."""
         found = self.energy_filters.get(threads)
         if found is None:
-            found = self.energy_filters[threads] = SlowdownKalman(self.config.kalman)
+            found = self.energy_filters[threads] = alert_filter(self.config.kalman)
         return found
 
     def estimate(self, threads: int) -> SettingEstimate:
@@ -179,7 +180,7 @@ class AlertPlusPolicy(AlertPolicy):
                                                 self.max_backoff)
         else:
             # The setting is fine again: what it learned before (level, tails) is obsolete.
-            self.filters[outcome.threads] = SlowdownKalman(
+            self.filters[outcome.threads] = alert_filter(
                 replace(self.config.kalman, initial=ratio,
                         initial_variance=self.config.kalman.measurement_noise))
             self.residuals.pop(outcome.threads, None)
