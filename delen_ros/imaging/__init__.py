@@ -3,7 +3,7 @@
 from .codec import (CONVERTED_ENCODINGS, ConvertedEncoding, decode_image, DecodedImage,
                     DEFAULT_MAX_PIXELS, encoding_info, EncodingInfo, ENCODINGS, fill_image,
                     image_to_array, ImageFormatError, REASONS)
-from .compressed import (COMPRESSIONS, compression_of, decode_compressed, fill_compressed,
+from .compressed import (compression_of, COMPRESSIONS, decode_compressed, fill_compressed,
                          is_compressed)
 from .transform import LUMA_WEIGHTS, ModelInputTransform
 

@@ -46,7 +46,7 @@ def is_compressed(msg) -> bool:
 
 def compression_of(format_string: Any) -> Optional[str]:
     """
-    The codec named by a CompressedImage format: 'jpeg', 'png', or None when it names none.
+    Return the codec a CompressedImage format names: 'jpeg', 'png', or None for none.
 
     Raises ImageFormatError('bad_format') for a format that is not a string or names a
     transport this module does not decode (compressedDepth).
@@ -122,7 +122,7 @@ def _check_complete(data: np.ndarray, compression: str) -> None:
 
 
 def _reduction(size: Tuple[int, int], min_size: Optional[Sequence[int]]) -> int:
-    """The largest JPEG scale-down factor that keeps the image at least min_size."""
+    """Return the largest JPEG scale-down factor that keeps the image at least min_size."""
     if min_size is None:
         return 1
     height, width = size
@@ -223,8 +223,8 @@ def fill_compressed(msg, pixels, *, encoding: str, compression: str = 'jpeg',
     if wanted is None:
         raise ImageFormatError('unknown_encoding', f'{compression} compression takes '
                                                    f'{", ".join(shapes)}, got {encoding!r}')
-    if (values.ndim, values.dtype.name) != wanted or (values.ndim == 3
-                                                       and values.shape[2] != 3):
+    if (values.ndim, values.dtype.name) != wanted or (
+            values.ndim == 3 and values.shape[2] != 3):
         shape = 'HxW' if wanted[0] == 2 else 'HxWx3'
         raise ImageFormatError('bad_array', f'{encoding} needs {shape} {wanted[1]}, got '
                                             f'{values.dtype} of shape {values.shape}')

@@ -14,10 +14,11 @@ from typing import Dict, List, Optional
 from builtin_interfaces.msg import Time
 from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
-from delen_ros.imaging import decode_image, ImageFormatError
+from delen_ros.imaging import ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
                                          string_array_parameter, string_parameter)
+from delen_ros.nodes.image_input import image_input
 from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
                                         tenant_parameter, TENANT_PARAMETERS)
 from delen_ros.nodes.spin import run_node
@@ -28,7 +29,6 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 try:
@@ -81,6 +81,7 @@ class _TenantIo:
         self.lock = threading.Lock()
         self.result_publisher = None
         self.status_publisher = None
+        self.input = None  # an image_input.ImageInput: message type, topic, decode function
 
     def remember(self, stamp_s: float, header) -> None:
         with self.lock:
@@ -146,6 +147,8 @@ class ServerNode(Node):
                                 qos_deadline_ms=None,
                                 fallback_latency_ms=self._fallback_latency_ms,
                                 policies=self._policies)
+            io.input = image_input(io.values['input_topic'], io.values['transport'],
+                                   self._server.spec)
         except ValueError as error:
             raise ValueError(f'tenant {name}: {error}') from None
         self._server.add_tenant(name, goal=goal, policy=str(io.values['policy']),
@@ -162,12 +165,12 @@ class ServerNode(Node):
             deadline=functools.partial(self._deadline_missed_callback, io),
             incompatible_qos=functools.partial(self._incompatible_qos_callback, io))
         group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, io.values['input_topic'],
+        self.create_subscription(io.input.message_type, io.input.topic,
                                  functools.partial(self._image_callback, io), qos,
                                  event_callbacks=events, callback_group=group)
         if GroundTruth is not None:
             self.create_subscription(
-                GroundTruth, io.values['input_topic'].rstrip('/') + '/ground_truth',
+                GroundTruth, io.input.base_topic + '/ground_truth',
                 functools.partial(self._ground_truth_callback, io),
                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
                 callback_group=group)
@@ -175,9 +178,9 @@ class ServerNode(Node):
 
     # -- callbacks ---------------------------------------------------------------------------
 
-    def _image_callback(self, io: _TenantIo, msg: Image) -> None:
+    def _image_callback(self, io: _TenantIo, msg) -> None:
         try:
-            decoded = decode_image(msg, max_pixels=self._max_pixels)
+            decoded = io.input.decode(msg, max_pixels=self._max_pixels)
             stamp_s = _stamp_seconds(msg.header.stamp)
             io.remember(stamp_s, msg.header)
             self._server.submit(io.name, decoded.pixels, stamp_s=stamp_s,
@@ -209,7 +212,7 @@ class ServerNode(Node):
     def _incompatible_qos_callback(self, io: _TenantIo, event) -> None:
         io.incompatible_qos = int(event.total_count)
         self.get_logger().warning(
-            f'tenant {io.name}: a publisher on {io.values["input_topic"]} offers an incompatible '
+            f'tenant {io.name}: a publisher on {io.input.topic} offers an incompatible '
             f'QoS (policy id {event.last_policy_kind}); this node requests a deadline of '
             f'{io.values["input_deadline_ms"]} ms', throttle_duration_sec=10.0)
 
@@ -287,7 +290,7 @@ class ServerNode(Node):
         """Follow the deadline QoS offered on each input topic (publishers come and go)."""
         for io in self._tenants.values():
             try:
-                infos = self.get_publishers_info_by_topic(io.values['input_topic'])
+                infos = self.get_publishers_info_by_topic(io.input.topic)
             except Exception as error:  # noqa: B902 - graph queries fail during shutdown
                 self.get_logger().debug(f'publisher query failed: {error}')
                 continue
@@ -369,7 +372,7 @@ class ServerNode(Node):
             problems.append('incompatible QoS offered on the input topic')
         values = {
             'goal': snapshot.goal, 'policy': snapshot.policy,
-            'input_topic': io.values['input_topic'],
+            'input_topic': io.input.topic, 'transport': io.input.transport,
             'offered_deadline_ms': '' if io.qos_deadline_ms is None else f'{io.qos_deadline_ms}',
             'received': snapshot.received, 'served': snapshot.served,
             'dropped': snapshot.dropped, 'rejected': snapshot.rejected,
