@@ -193,3 +193,33 @@ def test_incompatible_qos_is_reported_and_serving_goes_on(client):
     before = client.count
     assert client.results_until(lambda r: (r.header.frame_id.startswith('probe_frame_')
                                            and int(r.header.frame_id[12:]) >= before))
+
+
+def test_frames_with_one_stamp_keep_their_own_headers(client):
+    published = set()
+
+    def pair_answered():
+        stamp = client.probe.node.get_clock().now().to_msg()
+        for side in ('left', 'right'):
+            msg = Image()
+            fill_image(msg, client.frames[len(published) % 100], encoding='mono8',
+                       frame_id=f'pair_{stamp.nanosec}_{side}', stamp=stamp)
+            published.add(((stamp.sec, stamp.nanosec), msg.header.frame_id))
+            client.images.publish(msg)
+        with client.lock:
+            answers = [r for r in client.results if r.header.frame_id.startswith('pair_')
+                       and r.is_final]
+        by_stamp = {}
+        for answer in answers:
+            key = (answer.header.stamp.sec, answer.header.stamp.nanosec)
+            assert (key, answer.header.frame_id) in published, 'a header was swapped'
+            by_stamp.setdefault(key, set()).add(answer.header.frame_id)
+        return any(len(ids) == 2 for ids in by_stamp.values())
+    assert wait_for(pair_answered, 60.0, interval=0.05), 'no stamp answered for both frames'
+
+
+def test_results_report_their_delivery_inside_the_latency(client):
+    result = client.results_until(lambda r: r.is_final and r.delivery_ms > 0)
+    assert result, 'no result reported its delivery time'
+    assert result.latency_ms == pytest.approx(
+        result.queue_ms + result.compute_ms + result.delivery_ms, rel=1e-4)

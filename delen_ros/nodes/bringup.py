@@ -146,9 +146,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             stop.wait(0.2)
     except KeyboardInterrupt:
         pass
-    if recorder is not None:
-        _report(recorder, args.output_dir, time.monotonic() - started)
+    elapsed_s = time.monotonic() - started
+    # Report once the executor has stopped: its callbacks no longer add points meanwhile.
     executor.shutdown(timeout_sec=5.0)
+    if recorder is not None:
+        _report(recorder, args.output_dir, elapsed_s)
     for node in nodes:
         node.destroy_node()
     rclpy.try_shutdown()

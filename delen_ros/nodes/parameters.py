@@ -55,6 +55,13 @@ SERVER_PARAMETERS = (
                   'period of TenantStatus and /diagnostics', 0.1, 10.0, 0.1, read_only=True),
     ParameterSpec('max_image_pixels', 'integer', 4096 * 4096,
                   'images with more pixels are rejected as oversize', 1, 2 ** 28, 1),
+    ParameterSpec('max_batch', 'integer', 8,
+                  'most frames of different tenants, already waiting, run as one batch when '
+                  'every deadline in it is met; 1: no batching', 1, 64, 1, read_only=True),
+    ParameterSpec('cpu_priority', 'string', 'none',
+                  'priority of the serving thread: none, nice:<-20..19> or '
+                  'realtime:<1..99> (SCHED_FIFO; needs CAP_SYS_NICE or an rtprio limit)',
+                  read_only=True),
     ParameterSpec('fallback_latency_ms', 'double', 100.0,
                   'latency bound of a tenant whose latency_ms is 0 while its publishers '
                   'offer no deadline', 1.0, 10000.0, 1.0),
@@ -85,6 +92,9 @@ TENANT_PARAMETERS = (
     ParameterSpec('policy', 'string', 'budget',
                   'exit policy, optionally with parameters (e.g. static:exit_index=1)'),
     ParameterSpec('queue_size', 'integer', 2, 'newest frames kept waiting', 1, 100, 1),
+    ParameterSpec('share', 'double', 1.0,
+                  'weight of this tenant in the floor of answers each tenant gets under '
+                  'overload (equal by default)', 0.01, 100.0, 0.01),
     ParameterSpec('on_infeasible', 'string', 'drop',
                   'a frame that cannot meet its bound even at exit 0', read_only=True,
                   choices=('drop', 'serve_first_exit')),

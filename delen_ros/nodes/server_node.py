@@ -1,14 +1,13 @@
 """
 The serving node: images in, InferenceResults out, one multi-exit model for every tenant.
 
-A thin layer over ``delen_ros.runtime.InferenceServer``: parameters, QoS, callbacks. Image
-callbacks only decode and queue; the runtime's worker runs the network and calls back to
-publish, so inference never blocks other callbacks.
+A thin layer over ``delen_ros.runtime.InferenceServer``: parameters, QoS, callbacks. The
+runtime's worker takes the images itself (``ImageIntake``: the image subscriptions are not
+the executor's), decodes, serves and publishes on one thread; parameters, timers and status
+stay on the executor, so inference never blocks them.
 """
 
-import collections
 import functools
-import threading
 from typing import Dict, List, Optional
 
 from builtin_interfaces.msg import Time
@@ -19,6 +18,7 @@ from delen_ros.msg import InferenceResult, TenantStatus
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
                                          string_array_parameter, string_parameter)
 from delen_ros.nodes.image_input import image_input
+from delen_ros.nodes.image_intake import ImageIntake
 from delen_ros.nodes.parameters import (check_tenant, SERVER_PARAMETERS, tenant_defaults,
                                         tenant_parameter, TENANT_PARAMETERS)
 from delen_ros.nodes.spin import run_node
@@ -44,7 +44,6 @@ __all__ = ['ServerNode', 'main']
 
 # A deadline this long (or DDS 'infinite') means the publisher offers none.
 _NO_DEADLINE_NS = 10 ** 15
-_HEADERS_KEPT = 256
 
 
 def descriptor(spec) -> ParameterDescriptor:
@@ -67,7 +66,7 @@ def _stamp_seconds(stamp: Time) -> float:
 
 
 class _TenantIo:
-    """One tenant's topics, QoS event counts and the source headers of frames in flight."""
+    """One tenant's topics and QoS event counts."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -77,23 +76,9 @@ class _TenantIo:
         self.deadline_missed = 0
         self.incompatible_qos = 0
         self.last_rejection = ''
-        self.headers: 'collections.OrderedDict[float, object]' = collections.OrderedDict()
-        self.lock = threading.Lock()
         self.result_publisher = None
         self.status_publisher = None
         self.input = None  # an image_input.ImageInput: message type, topic, decode function
-
-    def remember(self, stamp_s: float, header) -> None:
-        with self.lock:
-            self.headers[stamp_s] = header
-            while len(self.headers) > _HEADERS_KEPT:
-                self.headers.popitem(last=False)
-
-    def header_of(self, stamp_s: float, *, final: bool):
-        with self.lock:
-            if final:
-                return self.headers.pop(stamp_s, None)
-            return self.headers.get(stamp_s)
 
 
 class ServerNode(Node):
@@ -104,10 +89,14 @@ class ServerNode(Node):
         for spec in SERVER_PARAMETERS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         value = self._value
+        self._intake = ImageIntake(self)
         self._server = InferenceServer.from_checkpoint(
             path=value('model') or None, profile=value('profile') or None,
             platform=value('platform') or None, threads=value('threads'),
-            clock=self._now_s, on_result=self._result_callback)
+            clock=self._now_s, on_result=self._result_callback,
+            max_batch=value('max_batch'), cpu_priority=value('cpu_priority'),
+            on_event=self._runtime_event_callback)
+        self._server.attach_source(self._intake)
         self._max_pixels = value('max_image_pixels')
         self._fallback_latency_ms = value('fallback_latency_ms')
         self._policies = available_policies()
@@ -153,7 +142,8 @@ class ServerNode(Node):
             raise ValueError(f'tenant {name}: {error}') from None
         self._server.add_tenant(name, goal=goal, policy=str(io.values['policy']),
                                 queue_size=int(io.values['queue_size']),
-                                on_infeasible=str(io.values['on_infeasible']))
+                                on_infeasible=str(io.values['on_infeasible']),
+                                share=float(io.values['share']))
         io.result_publisher = self.create_publisher(
             InferenceResult, io.values['output_topic'], 10)
         io.status_publisher = self.create_publisher(TenantStatus, io.values['status_topic'], 10)
@@ -165,9 +155,14 @@ class ServerNode(Node):
             deadline=functools.partial(self._deadline_missed_callback, io),
             incompatible_qos=functools.partial(self._incompatible_qos_callback, io))
         group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(io.input.message_type, io.input.topic,
-                                 functools.partial(self._image_callback, io), qos,
-                                 event_callbacks=events, callback_group=group)
+        callback = functools.partial(self._image_callback, io)
+        subscription = self.create_subscription(io.input.message_type, io.input.topic, callback,
+                                                qos, event_callbacks=events,
+                                                callback_group=self._intake.group)
+        for handler in subscription.event_handlers:  # QoS events stay on the executor
+            handler.callback_group = group
+            group.add_entity(handler)
+        self._intake.add(subscription, callback)
         if GroundTruth is not None:
             self.create_subscription(
                 GroundTruth, io.input.base_topic + '/ground_truth',
@@ -178,13 +173,14 @@ class ServerNode(Node):
 
     # -- callbacks ---------------------------------------------------------------------------
 
-    def _image_callback(self, io: _TenantIo, msg) -> None:
+    def _image_callback(self, io: _TenantIo, msg,
+                        transport_ms: Optional[float] = None) -> None:
+        """Decode and queue one Image or CompressedImage (on the runtime's worker)."""
         try:
             decoded = io.input.decode(msg, max_pixels=self._max_pixels)
-            stamp_s = _stamp_seconds(msg.header.stamp)
-            io.remember(stamp_s, msg.header)
-            self._server.submit(io.name, decoded.pixels, stamp_s=stamp_s,
-                                frame_id=msg.header.frame_id, encoding=decoded.encoding)
+            self._server.submit(io.name, decoded.pixels, stamp_s=_stamp_seconds(msg.header.stamp),
+                                frame_id=msg.header.frame_id, encoding=decoded.encoding,
+                                token=msg.header, transport_ms=transport_ms)
         except ImageFormatError as error:
             self._server.record_rejected(io.name)
             self._reject(io, f'{error.reason}: {error}')
@@ -221,11 +217,10 @@ class ServerNode(Node):
         io = self._tenants.get(result.tenant)
         if io is None:
             return
-        header = io.header_of(result.stamp_s, final=result.is_final)
         msg = InferenceResult()
-        if header is not None:
-            msg.header = header
-        else:  # only if the header map overflowed: rebuild the stamp from seconds
+        if result.token is not None:  # the source image's header, travelled with the frame
+            msg.header = result.token
+        else:
             msg.header.frame_id = result.frame_id
             msg.header.stamp.sec = int(result.stamp_s)
             msg.header.stamp.nanosec = int(round((result.stamp_s % 1.0) * 1e9)) % 1000000000
@@ -246,12 +241,23 @@ class ServerNode(Node):
         msg.goal = result.goal
         msg.policy = result.policy
         msg.num_threads = int(result.threads)
+        msg.delivery_ms = float(result.delivery_ms)
         try:
             io.result_publisher.publish(msg)
         except Exception:  # noqa: B902
             if self.context.ok():
                 raise
             # Ctrl-C shut the context down: the frame in flight has nowhere to go.
+
+    def _runtime_event_callback(self, kind: str, text: str) -> None:
+        """Errors of the serving loop and the priority it got, to rosout (worker thread)."""
+        logger = self.get_logger()
+        if kind == 'error':
+            logger.error(text, throttle_duration_sec=1.0)
+        elif 'not applied' in text:
+            logger.warning(text)
+        else:
+            logger.info(text)
 
     def _parameters_callback(self, parameters) -> SetParametersResult:
         """Refuse inconsistent tenant settings with a reason; apply the others at once."""
@@ -284,6 +290,7 @@ class ServerNode(Node):
                 self._server.set_policy(tenant, str(io.values['policy']))
             if io.values['queue_size'] != old_queue:
                 self._server.set_queue_size(tenant, int(io.values['queue_size']))
+            self._server.set_share(tenant, float(io.values['share']))
         return SetParametersResult(successful=True)
 
     def _publishers_callback(self) -> None:
@@ -338,6 +345,7 @@ class ServerNode(Node):
             header=_header(stamp), tenant=io.name, goal=snapshot.goal, policy=snapshot.policy,
             frames_received=snapshot.received, frames_served=snapshot.served,
             frames_dropped=snapshot.dropped, frames_rejected=snapshot.rejected,
+            frames_failed=snapshot.failed,
             deadline_misses=snapshot.deadline_misses,
             deadline_met_ratio=float(snapshot.deadline_met_ratio),
             latency_mean_ms=float(snapshot.latency_mean_ms),
@@ -361,6 +369,10 @@ class ServerNode(Node):
         elif snapshot.served and met == met and met < 0.9:
             level = DiagnosticStatus.WARN
             problems.append(f'deadline met on {100 * met:.0f}% of frames')
+        if snapshot.failed:
+            level = max(level, DiagnosticStatus.WARN)
+            problems.append(f'{snapshot.failed} frames failed while served (last: '
+                            f'{self._server.last_error})')
         if snapshot.rejected:
             level = max(level, DiagnosticStatus.WARN)
             problems.append(f'{snapshot.rejected} bad images (last: {io.last_rejection})')
@@ -376,7 +388,7 @@ class ServerNode(Node):
             'offered_deadline_ms': '' if io.qos_deadline_ms is None else f'{io.qos_deadline_ms}',
             'received': snapshot.received, 'served': snapshot.served,
             'dropped': snapshot.dropped, 'rejected': snapshot.rejected,
-            'last_rejection': io.last_rejection,
+            'failed': snapshot.failed, 'last_rejection': io.last_rejection,
             'deadline_met_ratio': f'{met:.3f}', 'latency_p99_ms': f'{snapshot.latency_p99_ms:.2f}',
             'mean_exit': f'{snapshot.mean_exit:.2f}',
             'energy_mean_mj': f'{snapshot.energy_mean_mj:.3f}',
@@ -391,22 +403,37 @@ class ServerNode(Node):
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
     def _server_diagnostic(self) -> DiagnosticStatus:
-        meter = self._server.meter
+        server = self._server
+        meter = server.meter
         values = {
             'model': str(self._server.model.path), 'exits': self._server.num_exits,
             'energy_source': meter.source,
             'energy': 'measured' if meter.measured else 'estimated',
             'pending_frames': self._server.pending(), 'tenants': ', '.join(self._tenants),
+            'frames_failed': server.frames_failed, 'last_error': server.last_error,
+            'preemptions': server.preemptions, 'batches': server.batches,
+            'batched_frames': server.batched_frames,
+            'delivery_ms': f'{server.delivery_ms:.2f}',
+            'cpu_priority': server.priority_report or server.cpu_priority,
+            'frames_taken_by_worker': self._intake.taken,
+            'intake_wait_ms_p50': self._intake.waited_p50(),
+            'worker_waits': self._intake.waits, 'worker_wakeups': self._intake.wakeups,
         }
+        level, message = DiagnosticStatus.OK, f'serving {len(self._tenants)} tenants'
+        if not server.serving:
+            level = DiagnosticStatus.ERROR
+            message = f'serving stopped: {server.fatal_error or "the worker is not running"}'
         return DiagnosticStatus(
-            level=DiagnosticStatus.OK, name='delen_server',
-            hardware_id=self.get_fully_qualified_name(),
-            message=f'serving {len(self._tenants)} tenants',
+            level=level, name='delen_server',
+            hardware_id=self.get_fully_qualified_name(), message=message,
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
     def destroy_node(self) -> None:
         """Stop the runtime's worker before the node goes."""
-        self._server.stop(timeout=5.0)
+        server = getattr(self, '_server', None)
+        if server is not None:
+            server.stop(timeout=5.0)
+            self._intake.destroy()
         super().destroy_node()
 
 

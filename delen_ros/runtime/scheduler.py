@@ -13,7 +13,7 @@ import itertools
 import threading
 from typing import Any, Dict, List, Optional
 
-__all__ = ['EdfScheduler', 'Request']
+__all__ = ['EdfScheduler', 'Request', 'ShareLedger']
 
 
 @dataclass(eq=False, slots=True)
@@ -22,7 +22,8 @@ class Request:
     One frame of one tenant waiting to be served.
 
     ``due_s`` orders requests (the deadline, or a nominal one for requests without a latency
-    bound); ``seq`` is the arrival order. Times are in the server's clock (seconds). The goal
+    bound); ``seq`` is the arrival order; ``token``: the caller's, handed back with the
+    answer (e.g. the source message's header). Times are in the server's clock (seconds). The goal
     and policy in force when the frame was submitted travel with it.
     """
 
@@ -36,6 +37,7 @@ class Request:
     goal: Any = None
     policy: Any = None
     seq: int = field(default=0)
+    token: Any = None
 
 
 def _key(request: Request):
@@ -125,6 +127,32 @@ class EdfScheduler:
                 return None
             return self._pop_earliest()
 
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until a request is queued or the scheduler closes; False on timeout."""
+        with self._condition:
+            return bool(self._condition.wait_for(lambda: self._size or self._closed, timeout))
+
+    def heads(self) -> List[Request]:
+        """Return the earliest-due request of each tenant with requests queued."""
+        with self._condition:
+            return [queue[0] for queue in self._queues.values() if queue]
+
+    def contains(self, request: Request) -> bool:
+        """Return True while ``request`` is queued."""
+        with self._condition:
+            return any(r is request for r in self._queues.get(request.tenant, ()))
+
+    def take(self, request: Request) -> bool:
+        """Remove ``request`` from its queue; False when it is no longer queued."""
+        with self._condition:
+            queue = self._queues.get(request.tenant, [])
+            for position, queued in enumerate(queue):
+                if queued is request:
+                    del queue[position]
+                    self._size -= 1
+                    return True
+            return False
+
     def get_nowait(self) -> Optional[Request]:
         """Pop the earliest request if one is queued, else return None."""
         with self._condition:
@@ -163,3 +191,60 @@ def _check_capacity(capacity: int) -> int:
     if isinstance(capacity, bool) or int(capacity) != capacity or capacity < 1:
         raise ValueError(f'queue size must be a positive integer, got {capacity!r}')
     return int(capacity)
+
+
+class ShareLedger:
+    """
+    Each tenant's floor of the answers under overload (weights, equal by default).
+
+    After every answer each tenant with work waiting earns its weight's share of that answer
+    and the answered tenant pays one; a tenant whose credit reaches a whole answer is owed
+    one (it goes first when the most urgent frame can wait for it) and a tenant owed
+    ``STARVING`` answers goes first anyway. Without overload queues are short and nobody
+    stays owed.
+    """
+
+    _CAP = 4.0
+    STARVING = 2.0
+
+    def __init__(self) -> None:
+        self._weights: Dict[str, float] = {}
+        self._credit: Dict[str, float] = {}
+
+    def set_weight(self, tenant: str, weight: float) -> None:
+        """Set a tenant's weight (> 0)."""
+        weight = float(weight)
+        if not (weight > 0 and weight < float('inf')):
+            raise ValueError(f'share must be positive and finite, got {weight!r}')
+        self._weights[tenant] = weight
+        self._credit.setdefault(tenant, 0.0)
+
+    def remove(self, tenant: str) -> None:
+        """Forget a tenant."""
+        self._weights.pop(tenant, None)
+        self._credit.pop(tenant, None)
+
+    def answered(self, tenant: str, backlogged: Any) -> None:
+        """Account one answer of ``tenant`` while the tenants in ``backlogged`` waited."""
+        waiting = {t for t in backlogged if t in self._weights} | {tenant}
+        total = sum(self._weights.get(t, 1.0) for t in waiting)
+        for name in waiting:
+            credit = self._credit.get(name, 0.0) + self._weights.get(name, 1.0) / total
+            if name == tenant:
+                credit -= 1.0
+            self._credit[name] = min(max(credit, -self._CAP), self._CAP)
+        for name in set(self._credit) - waiting:  # an idle tenant keeps no claim
+            self._credit[name] = min(self._credit[name], 0.0)
+
+    def owed(self, waiting: Any) -> Optional[str]:
+        """Return the waiting tenant owed the most (a whole answer or more), or None."""
+        best, most = None, 1.0 - 1e-9
+        for name in waiting:
+            credit = self._credit.get(name, 0.0)
+            if credit >= most:
+                best, most = name, credit
+        return best
+
+    def credit(self, tenant: str) -> float:
+        """Answers owed to a tenant (negative: it was served beyond its share)."""
+        return self._credit.get(tenant, 0.0)

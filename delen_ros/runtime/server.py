@@ -1,20 +1,24 @@
 """
 Multi-tenant Dělen serving of one multi-exit model, without ROS.
 
-Tenants share one model instance. Frames are submitted from any thread, queued per tenant
-(newest N kept), served earliest-deadline-first by one inference worker that runs the network
-stage by stage under each tenant's goal and policy, and answered through callbacks and a
-results queue. ROS nodes are a thin layer over this class.
+Tenants share one model instance. Frames are submitted from any thread (or taken by the
+worker itself from a FrameSource, with no hand-over), queued per tenant (newest N kept), and
+served by one inference worker that runs the network stage by stage: earliest deadline first
+at every stage boundary (a deeper request is put aside for an urgent one and resumed from its
+features), with a floor per tenant under overload, and frames of different tenants waiting at
+once run as one batch when every deadline in it is still met. Answers go out through callbacks
+and a results queue. ROS nodes are a thin layer over this class.
 """
 
 import collections
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+import functools
 import logging
 import math
 from pathlib import Path
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Union
 
 import numpy as np
 import torch
@@ -22,16 +26,17 @@ import torch
 from .conditions import ExitStatus
 from .cost import CostModel
 from .energy import default_platform, detect_meter, EnergyMeter, PowerModel
-from .executor import ConditionalExecutor, Execution
+from .executor import ConditionalExecutor, Execution, Job, Row
 from .goals import Goal, GoalError, parse_goal
-from .policies import make_policy, Outcome, Plan, Policy, RequestContext
-from .scheduler import EdfScheduler, Request
+from .policies import make_policy, Outcome, Plan, Policy, PolicyError, RequestContext
+from .priority import apply_priority, parse_priority
+from .scheduler import EdfScheduler, Request, ShareLedger
 from .stats import StatsSnapshot, TenantStats
 from ..engine import load_checkpoint, LoadedModel
 from ..engine.profiling import default_profile_path, load_profile, ModelProfile
 from ..imaging import ImageFormatError, ModelInputTransform
 
-__all__ = ['InferenceResult', 'InferenceServer', 'InputError', 'TenantConfig']
+__all__ = ['FrameSource', 'InferenceResult', 'InferenceServer', 'InputError', 'TenantConfig']
 
 _LOG = logging.getLogger(__name__)
 _INF = math.inf
@@ -44,6 +49,40 @@ class InputError(ValueError):
     """A frame that cannot be turned into the model's input; counted as rejected."""
 
 
+class FrameSource(Protocol):
+    """
+    Where the worker takes frames itself (e.g. the node's image subscriptions), no hand-over.
+
+    ``poll()`` takes every frame ready now and submits it (on the worker's thread; returns
+    how many); ``wait(timeout)`` blocks until a frame may be ready, ``wake()`` is called or
+    the timeout passes; ``wake()`` is thread-safe.
+    """
+
+    def poll(self) -> int:
+        """Take and submit the frames ready now."""
+
+    def wait(self, timeout: float) -> None:
+        """Block until a frame may be ready, a wake-up or the timeout."""
+
+    def wake(self) -> None:
+        """Make a pending ``wait`` return."""
+
+
+class _Average:
+    """Exponentially weighted mean of recent samples (ms), clipped to a sane range."""
+
+    __slots__ = ('value', '_weight', '_high')
+
+    def __init__(self, initial: float, *, weight: float = 0.05, high: float = 20.0) -> None:
+        self.value = initial
+        self._weight = weight
+        self._high = high
+
+    def update(self, sample: float) -> None:
+        sample = min(max(sample, 0.0), self._high)
+        self.value += self._weight * (sample - self.value)
+
+
 @dataclass(frozen=True)
 class TenantConfig:
     """
@@ -54,7 +93,8 @@ class TenantConfig:
     'serve_first_exit' anyway; ``progressive``:
     deliver every intermediate exit's answer (is_final=False) before the final one;
     ``best_effort_ms``: nominal deadline used only to order frames whose goal has no latency
-    bound against the others.
+    bound against the others; ``share``: the tenant's weight in the floor of answers each
+    tenant gets under overload (equal by default).
     """
 
     name: str
@@ -64,6 +104,7 @@ class TenantConfig:
     on_infeasible: str = 'drop'
     progressive: bool = False
     best_effort_ms: float = 1000.0
+    share: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
@@ -78,6 +119,8 @@ class TenantConfig:
                              f'got {self.on_infeasible!r}')
         if not (math.isfinite(self.best_effort_ms) and self.best_effort_ms > 0):
             raise ValueError(f'best_effort_ms must be positive, got {self.best_effort_ms!r}')
+        if not (math.isfinite(self.share) and self.share > 0):
+            raise ValueError(f'share must be positive, got {self.share!r}')
 
 
 @dataclass(frozen=True)
@@ -85,7 +128,10 @@ class InferenceResult:
     """
     One answer for one frame of one tenant (the fields of delen_ros/msg/InferenceResult).
 
-    ``latency_ms = queue_ms + compute_ms`` runs from the frame's source stamp to its answer.
+    ``latency_ms = queue_ms + compute_ms + delivery_ms`` runs from the frame's source stamp to
+    the answer's receipt; ``delivery_ms`` is the estimated part after the last stage (building
+    and publishing the answer, one transport hop; learned online). ``token``: what the caller
+    passed with the frame to ``submit`` (e.g. its header).
     ``deadline_ms`` is None without a latency bound (then ``deadline_met`` is True).
     ``infeasible``: the frame could not meet its bound and was served at the first exit.
     ``correct`` is known when the frame came with a label.
@@ -115,6 +161,8 @@ class InferenceResult:
     threads: int
     infeasible: bool = False
     correct: Optional[bool] = None
+    delivery_ms: float = 0.0
+    token: Any = field(default=None, compare=False, repr=False)
 
 
 ResultCallback = Callable[[InferenceResult], None]
@@ -157,6 +205,10 @@ class InferenceServer:
     ``threads`` is the intra-op thread count policies use unless they choose one; the default
     1 keeps latency steady when other processes compete for the cores (docs/runtime.md).
     ``clock`` gives the time base of source stamps (seconds; ``time.time`` like ROS stamps).
+    ``max_batch``: most frames (of different tenants, already waiting) run as one batch; 1
+    turns batching off. ``cpu_priority``: 'none', 'nice:<n>' or 'realtime:<priority>' for the
+    worker thread (runtime/priority.py). ``on_event(kind, text)``: told about errors in the
+    serving loop ('error') and how the priority was applied ('priority').
     """
 
     def __init__(self, model: LoadedModel, profile: ModelProfile, *,
@@ -164,7 +216,9 @@ class InferenceServer:
                  threads: int = 1, clock: Callable[[], float] = time.time,
                  transform: Optional[Callable[[np.ndarray, str], torch.Tensor]] = None,
                  on_result: Optional[ResultCallback] = None, results_size: int = 1000,
-                 stats_window: int = 1000, cost_sigma: float = 2.0) -> None:
+                 stats_window: int = 1000, cost_sigma: float = 2.0, max_batch: int = 8,
+                 cpu_priority: str = 'none',
+                 on_event: Optional[Callable[[str, str], None]] = None) -> None:
         network = model.network
         if network.num_exits != profile.num_exits:
             raise ValueError(f'the model has {network.num_exits} exits but its profile '
@@ -173,6 +227,9 @@ class InferenceServer:
             raise ValueError(f'threads must be a positive integer, got {threads!r}')
         if results_size < 1:
             raise ValueError(f'results_size must be positive, got {results_size!r}')
+        if isinstance(max_batch, bool) or int(max_batch) != max_batch or max_batch < 1:
+            raise ValueError(f'max_batch must be a positive integer, got {max_batch!r}')
+        parse_priority(cpu_priority)
         network.eval()
         self.model = model
         self.profile = profile
@@ -195,7 +252,23 @@ class InferenceServer:
         self._activity = threading.Condition()
         self._outstanding = 0
         self._worker: Optional[threading.Thread] = None
-        self._stopping = False
+        self._worker_id: Optional[int] = None
+        self._source: Optional[FrameSource] = None
+        self._suspended: List[Job] = []
+        self._shares = ShareLedger()
+        self._publish_ms = _Average(0.3)
+        self._hop_ms = _Average(0.5)
+        self._on_event = on_event
+        self._fatal: Optional[str] = None
+        self.max_batch = int(max_batch)
+        self.cpu_priority = cpu_priority
+        self.priority_report: Optional[str] = None
+        self.frames_failed = 0
+        self.preemptions = 0
+        self.batches = 0
+        self.batched_frames = 0
+        self.last_error = ''
+        self._loop_errors = 0
 
     @classmethod
     def from_checkpoint(cls, *, path: Union[str, Path, None] = None,
@@ -217,7 +290,7 @@ class InferenceServer:
     def add_tenant(self, name: str, *, goal: Union[Goal, str],
                    policy: Union[str, Policy] = 'budget', queue_size: int = 2,
                    on_infeasible: str = 'drop', progressive: bool = False,
-                   best_effort_ms: float = 1000.0,
+                   best_effort_ms: float = 1000.0, share: float = 1.0,
                    on_result: Optional[ResultCallback] = None) -> TenantConfig:
         """Add a tenant; ``goal`` may be a Goal or text such as 'latency:15'."""
         goal = self._checked_goal(goal)
@@ -225,7 +298,7 @@ class InferenceServer:
         config = TenantConfig(name=name, goal=goal, policy=policy_object.describe(),
                               queue_size=queue_size, on_infeasible=on_infeasible,
                               progressive=bool(progressive),
-                              best_effort_ms=float(best_effort_ms))
+                              best_effort_ms=float(best_effort_ms), share=float(share))
         tenant = _Tenant(config, policy_object,
                          TenantStats(name, num_exits=self.num_exits, window=self._stats_window),
                          on_result)
@@ -233,6 +306,7 @@ class InferenceServer:
             if name in self._tenants:
                 raise ValueError(f'tenant {name!r} already exists')
             self._scheduler.add_tenant(name, config.queue_size)
+            self._shares.set_weight(name, config.share)
             self._tenants[name] = tenant
         return config
 
@@ -242,6 +316,7 @@ class InferenceServer:
             tenant = self._tenant(name)
             del self._tenants[name]
             pending = self._scheduler.remove_tenant(name)
+            self._shares.remove(name)
         for _ in pending:
             tenant.stats.dropped('shutdown')
         self._finished(len(pending))
@@ -268,6 +343,19 @@ class InferenceServer:
             tenant.policy = policy_object
             tenant.config = replace(tenant.config, policy=policy_object.describe())
         return policy_object
+
+    def set_share(self, name: str, share: float) -> None:
+        """Change a tenant's weight in the floor of answers under overload."""
+        tenant = self._tenant(name)
+        with tenant.lock:
+            tenant.config = replace(tenant.config, share=float(share))
+            self._shares.set_weight(name, float(share))
+
+    def attach_source(self, source: Optional[FrameSource]) -> None:
+        """Let the worker take frames from ``source`` itself (before start)."""
+        if self._worker is not None:
+            raise RuntimeError('attach a frame source before start')
+        self._source = source
 
     def set_queue_size(self, name: str, queue_size: int) -> None:
         """Change how many frames a tenant keeps queued (older ones are dropped now)."""
@@ -330,14 +418,18 @@ class InferenceServer:
 
     def submit(self, tenant: str, frame, *, stamp_s: Optional[float] = None,
                frame_id: str = '', encoding: Optional[str] = None,
-               label: Optional[int] = None) -> bool:
+               label: Optional[int] = None, token: Any = None,
+               transport_ms: Optional[float] = None) -> bool:
         """
         Queue a frame of a tenant; thread-safe, never blocks on inference.
 
         ``stamp_s``: source timestamp in the server clock (default: now); the deadline runs
         from it. ``label``: ground truth, for accuracy statistics. Returns False when the
         server is stopped (the frame is counted dropped). Raises InputError for a bad frame
-        (counted rejected) and KeyError for an unknown tenant.
+        (counted rejected) and KeyError for an unknown tenant. ``token``: anything, handed
+        back in the answer's ``token`` (two frames with one stamp keep their own).
+        ``transport_ms``: the frame's measured trip from its publisher to this process; the
+        answer's own trip back is estimated from it.
         """
         state = self._tenant(tenant)
         try:
@@ -350,6 +442,8 @@ class InferenceServer:
         if not math.isfinite(stamp):
             state.stats.rejected()
             raise InputError(f'stamp_s must be finite, got {stamp_s!r}')
+        if transport_ms is not None:
+            self._hop_ms.update(transport_ms)
         config = state.config
         goal = config.goal
         deadline = None if goal.latency_ms is None else stamp + goal.latency_ms * 1e-3
@@ -357,7 +451,8 @@ class InferenceServer:
             tenant=tenant, stamp_s=stamp,
             due_s=deadline if deadline is not None else stamp + config.best_effort_ms * 1e-3,
             deadline_s=deadline, tensor=x, frame_id=str(frame_id),
-            label=None if label is None else int(label), goal=goal, policy=state.policy)
+            label=None if label is None else int(label), goal=goal, policy=state.policy,
+            token=token)
         state.stats.received()
         with self._activity:
             self._outstanding += 1
@@ -370,6 +465,9 @@ class InferenceServer:
         for old in dropped:
             state.stats.dropped('queue')
         self._finished(len(dropped))
+        source = self._source
+        if source is not None and threading.get_ident() != self._worker_id:
+            source.wake()
         return True
 
     def record_rejected(self, tenant: str) -> None:
@@ -425,11 +523,23 @@ class InferenceServer:
         """Return True between start and stop."""
         return self._worker is not None
 
+    @property
+    def serving(self) -> bool:
+        """Return True while the inference worker runs (False once it died or stopped)."""
+        worker = self._worker
+        return worker is not None and worker.is_alive() and self._fatal is None
+
+    @property
+    def fatal_error(self) -> Optional[str]:
+        """Why the worker stopped serving, if it did so unasked (else None)."""
+        return self._fatal
+
     def start(self) -> 'InferenceServer':
         """Start the inference worker (frames already queued are served first, EDF)."""
         if self._worker is not None:
             raise RuntimeError('server already started')
         self._scheduler.reopen()
+        self._fatal = None
         self._worker = threading.Thread(target=self._work, name='delen-inference', daemon=True)
         self._worker.start()
         return self
@@ -442,6 +552,8 @@ class InferenceServer:
             if tenant is not None:
                 tenant.stats.dropped('shutdown')
         self._finished(len(pending))
+        if self._source is not None:
+            self._source.wake()
         worker, self._worker = self._worker, None
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
@@ -460,58 +572,272 @@ class InferenceServer:
                 self._outstanding -= count
                 self._activity.notify_all()
 
+    # -- the serving loop ------------------------------------------------------------------------
+
     def _work(self) -> None:
-        scheduler = self._scheduler
+        self._worker_id = threading.get_ident()
+        self.priority_report = apply_priority(self.cpu_priority)
+        if self.priority_report and self._on_event is not None:
+            self._on_event('priority', self.priority_report)
+        try:
+            while not self._scheduler.closed:
+                try:
+                    self._serve_once()
+                except Exception as error:  # noqa: B902 - the loop must outlive one bad turn
+                    self._loop_errors += 1
+                    self._report('serving loop failed', error)
+        except BaseException as error:  # noqa: B902 - record why serving stopped
+            self._fatal = f'{type(error).__name__}: {error}'
+            self._report('serving stopped', error)
+            raise
+        finally:
+            self._drop_suspended()
+
+    def _serve_once(self) -> None:
+        source = self._source
+        if source is not None:
+            source.poll()
+        job = self._next_job()
+        if job is None:
+            if source is not None:
+                source.wait(0.1)
+            else:
+                self._scheduler.wait(0.1)
+            return
+        self._run(job)
+
+    def _run(self, job: Job) -> None:
+        """Run a job stage by stage; put it aside when a more urgent frame arrives."""
+        source = self._source
         while True:
-            request = scheduler.get()
-            if request is None:
+            for row in job.settle():
+                self._complete(row, job)
+            if job.done:
                 return
             try:
-                self.serve(request)
-            except Exception:  # one bad frame or callback must not stop the server
-                _LOG.exception('serving a frame of tenant %r failed', request.tenant)
-            finally:
-                self._finished(1)
+                finished = job.step()
+            except Exception as error:  # noqa: B902 - the batch failed as a whole
+                if len(job.active) > 1:  # retry each frame alone: a bad one fails alone
+                    self._suspended.extend(job.split_rows())
+                    return
+                for row in job.fail(error):
+                    self._fail_row(row, error)
+                return
+            for row in finished:
+                self._complete(row, job)
+            if job.done:
+                return
+            if source is not None:
+                source.poll()
+            if self._scheduler.closed:
+                continue  # the frame in flight finishes
+            if self._pick(current=job) is not job:
+                self.preemptions += 1
+                self._suspended.append(job)
+                return
 
-    # -- serving one request -------------------------------------------------------------------
+    def _candidates(self, now: float) -> Dict[str, list]:
+        """Earliest waiting work of each tenant: a suspended job or a queued frame."""
+        found: Dict[str, list] = {}
+        for job in self._suspended:
+            for row in job.active:
+                entry = found.get(row.request.tenant)
+                if entry is None or job.due_s < entry[0]:
+                    found[row.request.tenant] = [job.due_s, job]
+        for request in self._scheduler.heads():
+            entry = found.get(request.tenant)
+            if entry is None or request.due_s < entry[0]:
+                found[request.tenant] = [request.due_s, request]
+        return found
 
-    def serve(self, request: Request) -> Optional[Execution]:
-        """Serve one dequeued request on the calling thread (the worker's loop body)."""
+    def _pick(self, current: Optional[Job] = None):
+        """
+        Choose the next work: EDF, with each tenant's floor.
+
+        A tenant owed its share goes first when the most urgent frame can wait for it.
+        """
+        now = self._clock()
+        found = self._candidates(now)
+        if current is not None:
+            for row in current.active:
+                entry = found.get(row.request.tenant)
+                if entry is None or current.due_s <= entry[0]:
+                    found[row.request.tenant] = [current.due_s, current]
+        if not found:
+            return None
+        urgent = min(found.values(), key=lambda entry: entry[0])
+        owed = self._shares.owed(found)
+        if owed is not None and found[owed][1] is not urgent[1]:
+            chosen = found[owed][1]
+            if chosen is current or self._can_wait(urgent[1], self._work_ms(chosen), now):
+                return chosen
+            # Starving: it goes first at the next job boundary, never by preempting; the
+            # urgent frame then answers in time or, if it no longer can, is dropped unserved.
+            if current is None and self._shares.credit(owed) >= ShareLedger.STARVING:
+                return chosen
+        return urgent[1]
+
+    def _work_ms(self, work) -> float:
+        """Predicted time to finish a job or a queued frame (its whole network, worst case)."""
+        threads = work.threads if isinstance(work, Job) else self.threads
+        split = self.executor.split(threads)
+        start = work.next_exit if isinstance(work, Job) else 0
+        upper = self.cost.setting(threads).latency.upper
+        return sum(split.plain_ms[start:]) * upper
+
+    def _can_wait(self, work, wait_ms: float, now: float) -> bool:
+        rows = work.active if isinstance(work, Job) else [work]
+        for row in rows:
+            request = row.request if isinstance(work, Job) else row
+            if request.deadline_s is None:
+                continue
+            first = self.executor.split(self.threads).path_ms(0) * self.cost.setting(
+                self.threads).latency.upper
+            slack_ms = (request.deadline_s - now) * 1e3 - self.delivery_ms - first
+            if slack_ms < wait_ms:
+                return False
+        return True
+
+    def _next_job(self) -> Optional[Job]:
+        """Take the next job: resume a suspended one, or start one from the queues."""
+        while True:
+            work = self._pick()
+            if work is None:
+                return None
+            if isinstance(work, Job):
+                self._suspended.remove(work)
+                return work
+            if not self._scheduler.take(work):
+                continue
+            job = self._start([work] + self._batch_mates(work))
+            if job is not None:
+                return job
+
+    def _batch_mates(self, first: Request) -> List[Request]:
+        """Frames of other tenants waiting now that can share the first frame's stages."""
+        if self.max_batch < 2:
+            return []
+        mates = [r for r in self._scheduler.heads() if r.tenant != first.tenant]
+        mates.sort(key=lambda r: r.due_s)
+        return mates[:self.max_batch - 1]
+
+    def _start(self, requests: List[Request]) -> Optional[Job]:
+        """Plan each frame; keep those that meet their deadlines in one batch; start it."""
+        now = self._clock()
+        rows: List[Row] = []
+        for position, request in enumerate(requests):
+            if position and not self._scheduler.contains(request):
+                continue
+            row = self._plan(request, now)
+            if row is None:
+                if position:
+                    self._scheduler.take(request)
+                continue
+            if rows and not self._fits_batch(rows + [row]):
+                break
+            if position:
+                self._scheduler.take(request)
+            rows.append(row)
+        if not rows:
+            return None
+        threads = rows[0].plan.threads
+        try:
+            x = torch.cat([row.request.tensor for row in rows]) if len(rows) > 1 \
+                else rows[0].request.tensor
+            job = Job(self.executor, rows, x, threads)
+        except Exception as error:  # noqa: B902
+            for row in rows:
+                self._fail_row(row, error)
+            return None
+        if len(rows) > 1:
+            self.batches += 1
+            self.batched_frames += len(rows)
+        return job
+
+    def _fits_batch(self, rows: List[Row]) -> bool:
+        threads = rows[0].plan.threads
+        if any(row.plan.threads != threads or row.plan.target_exit is None
+               or row.progressive for row in rows):
+            return False
+        split = self.executor.split(threads)
+        factor = self.executor.batch_factor(len(rows)) * self.cost.setting(
+            threads).latency.upper
+        for row in rows:
+            bound = row.goal.latency_ms
+            if bound is None:
+                continue
+            need = split.path_ms(row.plan.target_exit, sorted(row.stop_exits)) * factor
+            if row.queue_ms + row.reserve_ms + need > bound:
+                return False
+        return True
+
+    def _plan(self, request: Request, now: float) -> Optional[Row]:
+        """Plan a frame (policy, feasibility); None when it is dropped or fails."""
         tenant = self._tenants.get(request.tenant)
         if tenant is None:
+            self._finished(1)
             return None
         goal, policy = request.goal, request.policy
-        queue_ms = max(0.0, (self._clock() - request.stamp_s) * 1e3)
-        remaining = _INF if goal.latency_ms is None else goal.latency_ms - queue_ms
+        queue_ms = max(0.0, (now - request.stamp_s) * 1e3)
+        reserve = self.delivery_ms if goal.latency_ms is not None else 0.0
+        remaining = _INF if goal.latency_ms is None else goal.latency_ms - queue_ms - reserve
         energy_budget = _INF if goal.energy_mj is None else goal.energy_mj
         context = RequestContext(
             tenant=request.tenant, goal=goal, num_exits=self.num_exits, queue_ms=queue_ms,
             remaining_ms=remaining, energy_budget_mj=energy_budget,
             default_threads=self.threads, thread_counts=self.cost.thread_counts,
-            cost=self.cost, profile=self.profile)
-        with tenant.lock:
-            plan = policy.plan(context)
+            cost=self.cost, profile=self.profile, reserve_ms=reserve, stages=self.executor)
+        row = Row(request, Plan(threads=self.threads), goal, policy.should_stop,
+                  queue_ms=queue_ms, reserve_ms=reserve, progressive=tenant.config.progressive)
+        try:
+            with tenant.lock:
+                plan = policy.plan(context)
+            target = plan.target_exit
+            if target is not None and not 0 <= target < self.num_exits:
+                raise PolicyError(f'plan target_exit {target} out of range 0..'
+                                  f'{self.num_exits - 1}')
+        except Exception as error:  # noqa: B902 - a policy's bug fails its frame alone
+            self._fail_row(row, error)
+            return None
         # Expected, not worst-case, cost: the first exit is the least service a frame can get.
         first = self.cost.expected(0, plan.threads)
         infeasible = first.latency_ms > remaining or first.energy_mj > energy_budget
         if infeasible:
             if tenant.config.on_infeasible == 'drop':
                 tenant.stats.dropped('infeasible')
+                self._finished(1)
                 return None
             tenant.stats.infeasible_served()
             plan = Plan(threads=plan.threads, target_exit=0)
-        describe = policy.describe()
+        row.plan = plan
+        row.stop_exits = frozenset(plan.stop_exits or ())
+        row.infeasible = infeasible
+        row.describe = policy.describe()
+        row.tenant = tenant
+        if tenant.config.progressive:
+            row.on_exit = functools.partial(self._intermediate, row)
+        return row
 
-        def intermediate(status: ExitStatus) -> None:
-            self._deliver(tenant, self._result(request, status, queue_ms, describe,
-                                               is_final=False, infeasible=infeasible))
+    def _intermediate(self, row: Row, status: ExitStatus) -> None:
+        self._deliver(row.tenant, self._result(row, status, is_final=False))
 
-        execution = self.executor.execute(
-            request.tensor, plan=plan, goal=goal, should_stop=policy.should_stop,
-            queue_ms=queue_ms, progressive=tenant.config.progressive, on_exit=intermediate)
-        final = execution.final
-        result = self._result(request, final, queue_ms, describe, is_final=True,
-                              infeasible=infeasible)
+    def _complete(self, row: Row, job: Job) -> None:
+        """Answer one finished row (or count its failure), then learn from it."""
+        try:
+            if row.error is not None:
+                self._fail_row(row, row.error)
+                return
+            self._answer(row, job)
+        except Exception as error:  # noqa: B902
+            self._fail_row(row, error, counted=False)
+            self._finished(1)
+            return
+        self._finished(1)
+
+    def _answer(self, row: Row, job: Job) -> None:
+        tenant, request, final = row.tenant, row.request, row.final
+        goal, policy = row.goal, request.policy
+        result = self._result(row, final, is_final=True)
         correct = tenant.stats.served(
             stamp_s=request.stamp_s, latency_ms=result.latency_ms, exit_index=final.exit_index,
             energy_mj=final.energy_mj,
@@ -520,45 +846,112 @@ class InferenceServer:
             energy_measured=self.meter.measured, energy_source=self.meter.source)
         if correct is not None:
             result = replace(result, correct=correct)
+        self._shares.answered(request.tenant, self._backlogged())
         self._deliver(tenant, result)
         if not policy.learns:
-            return execution
+            return
         outcome = Outcome(
-            tenant=request.tenant, goal=goal, plan=plan, threads=execution.threads,
+            tenant=request.tenant, goal=goal, plan=row.plan, threads=job.threads,
             exit_index=final.exit_index,
-            exits_evaluated=tuple(s.exit_index for s in execution.exits),
-            stage_latencies_ms=execution.stage_latencies_ms, queue_ms=queue_ms,
-            compute_ms=execution.compute_ms, latency_ms=result.latency_ms,
-            energy_mj=execution.energy_mj, deadline_met=result.deadline_met,
+            exits_evaluated=tuple(s.exit_index for s in row.exits),
+            stage_latencies_ms=tuple(job.stage_ms), queue_ms=row.queue_ms,
+            compute_ms=final.compute_ms, latency_ms=result.latency_ms,
+            energy_mj=final.energy_mj, deadline_met=result.deadline_met,
             confidence=final.confidence, expected_accuracy=final.expected_accuracy,
-            slowdown=execution.slowdown, infeasible=infeasible)
+            slowdown=self.cost.setting(job.threads).latency.mean, infeasible=row.infeasible)
         with tenant.lock:
             policy.observe(outcome)
-        return execution
 
-    def _result(self, request: Request, status: ExitStatus, queue_ms: float, policy: str, *,
-                is_final: bool, infeasible: bool) -> InferenceResult:
-        goal = request.goal
-        latency = queue_ms + status.compute_ms
+    def _backlogged(self) -> set:
+        tenants = {r.tenant for r in self._scheduler.heads()}
+        for job in self._suspended:
+            tenants.update(row.request.tenant for row in job.active)
+        return tenants
+
+    def _fail_row(self, row: Row, error: BaseException, *, counted: bool = True) -> None:
+        """Count a frame that failed while served; serving goes on with the next one."""
+        tenant = self._tenants.get(row.request.tenant)
+        if tenant is not None:
+            tenant.stats.failed()
+        self.frames_failed += 1
+        self._report(f'serving a frame of tenant {row.request.tenant!r} failed', error)
+        if counted:
+            self._finished(1)
+
+    def _report(self, what: str, error: BaseException) -> None:
+        self.last_error = f'{what}: {type(error).__name__}: {error}'
+        _LOG.error('%s', self.last_error, exc_info=error)
+        if self._on_event is not None:
+            try:
+                self._on_event('error', self.last_error)
+            except Exception:  # noqa: B902
+                _LOG.exception('the error callback failed')
+
+    def _drop_suspended(self) -> None:
+        suspended, self._suspended = self._suspended, []
+        for job in suspended:
+            for row in job.active:
+                tenant = self._tenants.get(row.request.tenant)
+                if tenant is not None:
+                    tenant.stats.dropped('shutdown')
+                self._finished(1)
+
+    # -- serving one request on the calling thread -------------------------------------------
+
+    def serve(self, request: Request) -> Optional[Execution]:
+        """Serve one dequeued request on the calling thread, to the end (no preemption)."""
+        with self._activity:
+            self._outstanding += 1
+        row = self._plan(request, self._clock())
+        if row is None:
+            return None
+        job = Job(self.executor, [row], request.tensor, row.plan.threads)
+        while not job.done:
+            for finished in job.settle():
+                self._complete(finished, job)
+            for finished in job.step() if not job.done else ():
+                self._complete(finished, job)
+        if row.final is None:
+            return None
+        final = row.final
+        return Execution(
+            final=final, exits=tuple(row.exits), stage_latencies_ms=tuple(job.stage_ms),
+            threads=job.threads, threads_changed=job.threads_changed,
+            compute_ms=final.compute_ms, model_ms=sum(job.stage_ms),
+            energy_mj=final.energy_mj,
+            slowdown=self.cost.setting(job.threads).latency.mean)
+
+    def _result(self, row: Row, status: ExitStatus, *, is_final: bool) -> InferenceResult:
+        request, goal = row.request, row.goal
+        delivery = self.delivery_ms
+        latency = row.queue_ms + status.compute_ms + delivery
         return InferenceResult(
             tenant=request.tenant, stamp_s=request.stamp_s, frame_id=request.frame_id,
             class_id=status.class_id, label=self.model.config.label(status.class_id),
             confidence=status.confidence, expected_accuracy=status.expected_accuracy,
             exit_index=status.exit_index, num_exits=status.num_exits, is_final=is_final,
-            latency_ms=latency, queue_ms=queue_ms, compute_ms=status.compute_ms,
+            latency_ms=latency, queue_ms=row.queue_ms, compute_ms=status.compute_ms,
             energy_mj=status.energy_mj, energy_measured=self.meter.measured,
             energy_source=self.meter.source, deadline_ms=goal.latency_ms,
             deadline_met=goal.latency_ms is None or latency <= goal.latency_ms,
-            goal=str(goal), goal_kind=goal.kind.value, policy=policy, threads=status.threads,
-            infeasible=infeasible)
+            goal=str(goal), goal_kind=goal.kind.value, policy=row.describe,
+            threads=status.threads, infeasible=row.infeasible, delivery_ms=delivery,
+            token=request.token)
 
     def _deliver(self, tenant: _Tenant, result: InferenceResult) -> None:
+        start = time.perf_counter()
         for callback in (tenant.on_result, self._on_result):
             if callback is not None:
                 try:
                     callback(result)
                 except Exception:  # a client's bug must not stop serving the others
                     _LOG.exception('on_result callback of tenant %r failed', result.tenant)
+        self._publish_ms.update((time.perf_counter() - start) * 1e3)
         with self._activity:
             self._results.append(result)
             self._activity.notify_all()
+
+    @property
+    def delivery_ms(self) -> float:
+        """Estimated time from an answer to its receipt: building and publishing it, one hop."""
+        return self._publish_ms.value + self._hop_ms.value

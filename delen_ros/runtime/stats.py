@@ -19,7 +19,8 @@ class StatsSnapshot:
     Counts are since the tenant was added. Latency, exit and energy figures cover the last
     ``window`` served frames (final answers only); NaN before the first one. ``accuracy`` is
     over the frames that came with a ground-truth label (NaN without any).
-    ``dropped = dropped_queue + dropped_infeasible + dropped_shutdown``.
+    ``dropped = dropped_queue + dropped_infeasible + dropped_shutdown``; ``failed``: frames
+    whose serving raised (received = served + dropped + rejected + failed, once idle).
     """
 
     tenant: str
@@ -46,6 +47,7 @@ class StatsSnapshot:
     accuracy: float
     labelled: int
     window: int
+    failed: int = 0
 
 
 def _stamp_key(stamp_s: float) -> int:
@@ -62,6 +64,7 @@ class TenantStats:
         self.window = int(window)
         self._lock = threading.Lock()
         self._received = self._served = self._rejected = self._infeasible = 0
+        self._failed = 0
         self._dropped: Dict[str, int] = {'queue': 0, 'infeasible': 0, 'shutdown': 0}
         self._with_deadline = self._deadline_met = 0
         self._latency = collections.deque(maxlen=window)
@@ -91,6 +94,11 @@ class TenantStats:
             self._dropped[reason] += 1
             if reason == 'infeasible':
                 self._infeasible += 1
+
+    def failed(self) -> None:
+        """Count a frame whose serving raised (its policy, the network, its answer)."""
+        with self._lock:
+            self._failed += 1
 
     def infeasible_served(self) -> None:
         """Count an infeasible frame served at the first exit anyway."""
@@ -153,6 +161,7 @@ class TenantStats:
                       self._with_deadline, self._deadline_met, self._labelled, self._correct)
             exit_counts = tuple(self._exit_counts)
             measured, source = self._energy_measured, self._energy_source
+            failed = self._failed
         (received, served, rejected, infeasible, with_deadline, met, labelled,
          correct) = counts
         nan = math.nan
@@ -169,4 +178,4 @@ class TenantStats:
             energy_mean_mj=sum(energy) / len(energy) if energy else nan,
             energy_measured=measured, energy_source=source,
             accuracy=correct / labelled if labelled else nan, labelled=labelled,
-            window=self.window)
+            window=self.window, failed=failed)

@@ -31,11 +31,15 @@ class Plan:
 
     ``threads``: intra-op threads to run it with. ``target_exit``: run straight to this exit
     (only its head evaluated unless progressive) and stop there; None lets ``should_stop``
-    decide after every exit.
+    decide after every exit. ``stop_exits``: with a target, the earlier exits whose heads run
+    and where ``should_stop`` is asked (where an answer could end the request early); a
+    tuple (even empty) also lets the runtime answer from the exit reached when the latency
+    budget runs out on the way.
     """
 
     threads: int
     target_exit: Optional[int] = None
+    stop_exits: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
         if isinstance(self.threads, bool) or int(self.threads) != self.threads \
@@ -66,6 +70,8 @@ class RequestContext:
     thread_counts: Tuple[int, ...]
     cost: Any
     profile: Any
+    reserve_ms: float = 0.0
+    stages: Any = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,126 @@
+"""
+The serving thread takes its frames from ROS itself: no executor, no hand-over.
+
+The image subscriptions live in a callback group no executor runs (``can_execute`` is
+False, so rclpy's executors leave them out of their wait sets, single- or multi-threaded).
+The runtime's inference worker owns an rcl wait set over them plus a guard condition: it
+waits there while idle and takes new frames between stages (``poll``), so a frame goes from
+DDS to the network on one thread. Parameters, timers and status stay on the executor.
+"""
+
+import collections
+import contextlib
+import threading
+import time
+from typing import Callable, List, Tuple
+
+from rclpy.callback_groups import CallbackGroup
+from rclpy.guard_condition import GuardCondition
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+__all__ = ['ImageIntake', 'NeverExecutedGroup']
+
+
+class NeverExecutedGroup(CallbackGroup):
+    """A callback group no executor runs: its entities are served by their own thread."""
+
+    def can_execute(self, entity) -> bool:
+        return False
+
+    def beginning_execution(self, entity) -> bool:
+        return False
+
+    def ending_execution(self, entity) -> None:
+        pass
+
+
+class ImageIntake:
+    """
+    A FrameSource (delen_ros.runtime.server) over a node's image subscriptions.
+
+    ``add(subscription, on_message)``: ``on_message(msg, transport_ms)`` runs on the worker
+    for every frame taken; ``transport_ms`` is the middleware's receive time minus the
+    publisher's source time (None when the middleware gives neither). ``waited_ms`` keeps the
+    last frames' time between reaching this process and being taken. ``taken`` counts frames;
+    ``waits`` and ``wakeups`` count the worker's waits and the wake-ups by another thread
+    (the hand-overs left).
+    """
+
+    def __init__(self, node) -> None:
+        self.group = NeverExecutedGroup()
+        self._context = node.context
+        self._entries: List[Tuple[object, Callable]] = []
+        self._lock = threading.Lock()
+        self._guard = GuardCondition(None, None, context=node.context)
+        self.taken = self.waits = self.wakeups = 0
+        self.waited_ms = collections.deque(maxlen=1000)
+
+    def add(self, subscription, on_message: Callable) -> None:
+        """Serve ``subscription`` (created with ``callback_group=self.group``) from the worker."""
+        with self._lock:
+            self._entries = self._entries + [(subscription, on_message)]
+
+    def poll(self) -> int:
+        """Take every frame ready now and hand it to its callback; return how many."""
+        count = 0
+        for subscription, on_message in self._entries:
+            while True:
+                try:
+                    with subscription.handle:
+                        taken = subscription.handle.take_message(subscription.msg_type,
+                                                                 subscription.raw)
+                except Exception:  # noqa: B902 - destroyed or shut down: nothing to take
+                    break
+                if taken is None:
+                    break
+                count += 1
+                msg, info = taken
+                transport = None
+                source, received = info.get('source_timestamp'), info.get('received_timestamp')
+                if source and received:
+                    transport = (received - source) * 1e-6
+                    self.waited_ms.append((time.time_ns() - received) * 1e-6)
+                on_message(msg, transport)
+        self.taken += count
+        return count
+
+    def wait(self, timeout: float) -> None:
+        """Block until a subscription has a frame, ``wake`` is called, or ``timeout`` s."""
+        if not self._context.ok():
+            time.sleep(timeout)
+            return
+        entries = self._entries
+        self.waits += 1
+        try:
+            with contextlib.ExitStack() as stack:
+                handles = [s.handle for s, _ in entries]
+                for handle in handles:
+                    stack.enter_context(handle)
+                guard = self._guard.handle
+                stack.enter_context(guard)
+                wait_set = _rclpy.WaitSet(len(handles), 1, 0, 0, 0, 0, self._context.handle)
+                for handle in handles:
+                    wait_set.add_subscription(handle)
+                wait_set.add_guard_condition(guard)
+                wait_set.wait(int(timeout * 1e9))
+        except Exception:  # noqa: B902 - the context went down under us
+            if self._context.ok():
+                raise
+            time.sleep(timeout)
+
+    def waited_p50(self) -> str:
+        """Median time recent frames waited between reaching this process and being taken."""
+        waited = sorted(self.waited_ms)
+        return f'{waited[len(waited) // 2]:.2f}' if waited else ''
+
+    def wake(self) -> None:
+        """Make the worker's wait return (from any thread)."""
+        self.wakeups += 1
+        try:
+            self._guard.trigger()
+        except Exception:  # noqa: B902 - already destroyed at shutdown
+            pass
+
+    def destroy(self) -> None:
+        """Release the guard condition (after the worker stopped)."""
+        self._guard.destroy()

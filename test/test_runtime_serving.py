@@ -1,0 +1,287 @@
+"""The serving loop: frame sources, EDF at stage boundaries, batches, shares, failures."""
+
+import threading
+import time
+
+from delen_ros.engine import fashion_mnist, load_checkpoint
+from delen_ros.engine.profiling import load_profile
+from delen_ros.runtime import Goal, InferenceServer, Plan, Policy
+from delen_ros.runtime.policies import register_policy
+from delen_ros.runtime.priority import apply_priority, parse_priority, PriorityError
+from delen_ros.runtime.scheduler import Request
+import pytest
+
+
+@pytest.fixture(scope='module')
+def model():
+    return load_checkpoint()
+
+
+@pytest.fixture(scope='module')
+def profile():
+    return load_profile()
+
+
+@pytest.fixture(scope='module')
+def images():
+    return fashion_mnist.load('test')[0][:64]
+
+
+@pytest.fixture
+def make_server(model, profile):
+    servers = []
+
+    def make(**options):
+        options.setdefault('threads', 1)
+        server = InferenceServer(model, profile, **options)
+        servers.append(server)
+        return server
+    yield make
+    for server in servers:
+        server.stop(timeout=30)
+
+
+class ScriptedSource:
+    """A FrameSource whose n-th poll runs the n-th scripted step (on the worker's thread)."""
+
+    def __init__(self, steps):
+        self.steps = list(steps)
+        self.polls = 0
+        self.event = threading.Event()
+
+    def poll(self):
+        self.polls += 1
+        if self.steps:
+            return self.steps.pop(0)() or 0
+        return 0
+
+    def wait(self, timeout):
+        self.event.wait(timeout)
+        self.event.clear()
+
+    def wake(self):
+        self.event.set()
+
+
+@register_policy
+class FaultyStopPolicy(Policy):
+    """Plans exit 3 with a stop check at exit 1 that raises: a policy with a bug."""
+
+    name = 'test_faulty_stop'
+
+    def plan(self, context):
+        return Plan(threads=context.default_threads, target_exit=3, stop_exits=(1,))
+
+    def should_stop(self, status):
+        raise RuntimeError('faulty policy')
+
+
+@register_policy
+class FaultyPlanPolicy(Policy):
+    """Raises while planning: a crash inside the serving loop."""
+
+    name = 'test_faulty_plan'
+
+    def plan(self, context):
+        raise RuntimeError('planning crashed')
+
+    def should_stop(self, status):
+        return True
+
+
+def _finals(server, count, timeout=60):
+    """Wait for ``count`` final answers (in the order given), then for the server to idle."""
+    finals = []
+    deadline = time.monotonic() + timeout
+    while len(finals) < count and time.monotonic() < deadline:
+        result = server.next_result(timeout=max(deadline - time.monotonic(), 0.01))
+        if result is not None and result.is_final:
+            finals.append(result)
+    assert server.wait_idle(timeout=timeout)
+    return finals
+
+
+def test_an_urgent_frame_preempts_a_deep_one_at_the_next_stage_boundary(make_server, images):
+    server = make_server()
+    server.add_tenant('deep', goal=Goal.latency(1000.0), policy='static:exit_index=3')
+    # Answered even when a loaded machine makes 10 ms infeasible: the order is what counts.
+    server.add_tenant('urgent', goal=Goal.latency(10.0), policy='budget',
+                      on_infeasible='serve_first_exit')
+    source = ScriptedSource([lambda: server.submit('deep', images[0], frame_id='deep'),
+                             lambda: server.submit('urgent', images[1], frame_id='urgent')])
+    server.attach_source(source)
+    server.start()
+    answers = _finals(server, 2)
+    assert [a.tenant for a in answers] == ['urgent', 'deep']
+    assert server.preemptions == 1
+    assert answers[1].exit_index == 3  # resumed from its stored features, to its exit
+
+
+def test_a_resumed_frame_whose_budget_is_gone_answers_from_the_exit_reached(
+        make_server, images):
+    server = make_server()
+    server.add_tenant('deep', goal=Goal.latency(40.0), policy='budget')
+    server.add_tenant('urgent', goal=Goal.latency(10.0), policy='budget')
+
+    def late_urgent():
+        time.sleep(0.06)  # the intake was slow: the deep frame's 40 ms are gone
+        server.submit('urgent', images[1], frame_id='urgent')
+
+    source = ScriptedSource([lambda: server.submit('deep', images[0], frame_id='deep'),
+                             late_urgent])
+    server.attach_source(source)
+    server.start()
+    answers = {a.tenant: a for a in _finals(server, 2)}
+    assert answers['deep'].exit_index == 0
+    assert not answers['deep'].deadline_met
+    assert server.stats('deep').served == 1
+
+
+def test_frames_of_tenants_waiting_together_run_as_one_batch(make_server, images):
+    alone = make_server(max_batch=1)
+    batched = make_server(max_batch=8)
+    for server in (alone, batched):
+        for tenant in ('a', 'b', 'c'):
+            server.add_tenant(tenant, goal=Goal.latency(1000.0), policy='budget')
+        for number, tenant in enumerate(('a', 'b', 'c')):
+            server.submit(tenant, images[number], frame_id=str(number))
+        server.start()
+    one = {r.tenant: r for r in _finals(alone, 3)}
+    many = {r.tenant: r for r in _finals(batched, 3)}
+    assert (alone.batches, batched.batches, batched.batched_frames) == (0, 1, 3)
+    assert {t: (r.class_id, r.exit_index) for t, r in many.items()} == {
+        t: (r.class_id, r.exit_index) for t, r in one.items()}
+
+
+def test_a_frame_that_fails_inside_a_batch_fails_alone(make_server, images):
+    events = []
+    server = make_server(on_event=lambda kind, text: events.append((kind, text)))
+    for tenant, policy in (('a', 'budget'), ('bad', 'test_faulty_stop'), ('b', 'budget')):
+        server.add_tenant(tenant, goal=Goal.latency(1000.0), policy=policy)
+    for number, tenant in enumerate(('a', 'bad', 'b')):
+        server.submit(tenant, images[number])
+    server.start()
+    answers = _finals(server, 3)
+    assert server.batches == 1
+    assert sorted(a.tenant for a in answers) == ['a', 'b']
+    assert server.stats('bad').failed == 1 and server.frames_failed == 1
+    assert any(kind == 'error' and 'faulty policy' in text for kind, text in events)
+    server.submit('bad', images[5])
+    server.submit('a', images[4])
+    assert [a.tenant for a in _finals(server, 1)] == ['a']
+    assert server.stats('bad').failed == 2
+
+
+def test_a_crash_in_the_serving_loop_is_counted_and_serving_goes_on(make_server, images):
+    events = []
+    server = make_server(on_event=lambda kind, text: events.append((kind, text)))
+    server.add_tenant('bad', goal=Goal.latency(1000.0), policy='test_faulty_plan')
+    server.add_tenant('good', goal=Goal.latency(1000.0), policy='budget')
+
+    def broken_intake():
+        raise OSError('intake broke')
+
+    source = ScriptedSource([broken_intake, lambda: server.submit('bad', images[0]),
+                             lambda: server.submit('good', images[1])])
+    server.attach_source(source)
+    server.start()
+    answers = _finals(server, 1)
+    assert [a.tenant for a in answers] == ['good']
+    stats = server.stats('bad')
+    assert stats.failed == 1
+    assert stats.received == stats.served + stats.dropped + stats.rejected + stats.failed
+    assert [text for kind, text in events if kind == 'error'][:2] == [
+        'serving loop failed: OSError: intake broke',
+        "serving a frame of tenant 'bad' failed: RuntimeError: planning crashed"]
+    assert server.serving and server.fatal_error is None
+
+
+def test_under_overload_each_tenant_keeps_its_share(make_server, images):
+    server = make_server(max_batch=1)
+    server.add_tenant('fast', goal=Goal.latency(50.0), policy='budget')
+    server.add_tenant('slow', goal=Goal.accuracy(0.9), policy='budget')
+    server.start()
+    answered = {'fast': 0, 'slow': 0}
+    stop = time.monotonic() + 2.0
+    number = 0
+    while time.monotonic() < stop:  # both tenants far faster than the server serves
+        for tenant in answered:
+            server.submit(tenant, images[number % 64])
+        number += 1
+        for result in server.results():
+            answered[result.tenant] += result.is_final
+    assert server.wait_idle(timeout=30)
+    for result in server.results():
+        answered[result.tenant] += result.is_final
+    total = sum(answered.values())
+    assert total > 20
+    assert min(answered.values()) >= 0.3 * total, answered
+
+
+def test_frames_with_one_stamp_keep_their_own_tokens(make_server, images):
+    server = make_server()
+    server.add_tenant('camera', goal=Goal.latency(1000.0), queue_size=4)
+    stamp = time.time()
+    for number in range(3):
+        server.submit('camera', images[number], stamp_s=stamp, frame_id=f'f{number}',
+                      token=('header', number))
+    server.start()
+    answers = _finals(server, 3)
+    assert sorted((a.frame_id, a.token) for a in answers) == [
+        (f'f{n}', ('header', n)) for n in range(3)]
+
+
+def test_budget_plans_first_and_runs_only_the_heads_it_needs(make_server, images):
+    server = make_server()
+    server.add_tenant('latency', goal=Goal.latency(1000.0), policy='budget')
+    server.add_tenant('accuracy', goal=Goal.accuracy(0.9), policy='budget')
+    tensor = server.to_input(images[0])
+    for tenant in ('latency', 'accuracy'):
+        state = server._tenant(tenant)
+        goal = state.config.goal
+        request = Request(tenant=tenant, stamp_s=time.time(), due_s=0.0,
+                          deadline_s=None, tensor=tensor, goal=goal, policy=state.policy)
+        execution = server.serve(request)
+        evaluated = [status.exit_index for status in execution.exits]
+        if tenant == 'latency':
+            assert evaluated == [3]
+        else:
+            curve = server.executor.accuracy
+            assert all(curve(k, 1.0) >= 0.9 for k in evaluated[:-1])
+
+
+def test_latency_includes_the_estimated_delivery(make_server, images):
+    server = make_server()
+    server.add_tenant('camera', goal=Goal.latency(1000.0))
+    server.start()
+    server.submit('camera', images[0], transport_ms=0.8)
+    answer = _finals(server, 1)[0]
+    assert answer.delivery_ms > 0
+    assert answer.latency_ms == pytest.approx(
+        answer.queue_ms + answer.compute_ms + answer.delivery_ms)
+
+
+def test_cpu_priority_is_parsed_and_applied_or_explained():
+    assert parse_priority('none') == ('none', 0)
+    assert parse_priority('nice:5') == ('nice', 5)
+    assert parse_priority('realtime:10') == ('realtime', 10)
+    for bad in ('nice', 'nice:99', 'realtime:0', 'fast', 'none:3'):
+        with pytest.raises(PriorityError):
+            parse_priority(bad)
+    reports = {}
+
+    def in_a_thread(text):
+        reports[text] = apply_priority(text)
+
+    for text in ('none', 'nice:3', 'realtime:10'):
+        thread = threading.Thread(target=in_a_thread, args=(text,))
+        thread.start()
+        thread.join()
+    assert reports['none'] is None
+    assert reports['nice:3'].endswith('nice 3')  # lowering priority needs no rights
+    assert 'SCHED_FIFO' in reports['realtime:10'] or 'CAP_SYS_NICE' in reports['realtime:10']
+
+
+def test_a_bad_cpu_priority_is_refused(model, profile):
+    with pytest.raises(ValueError, match='cpu_priority'):
+        InferenceServer(model, profile, cpu_priority='nice:-99')
