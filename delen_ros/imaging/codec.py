@@ -187,17 +187,22 @@ def _check_max_pixels(max_pixels) -> int:
     return int(max_pixels)
 
 
+def _check_size(height: int, width: int, max_pixels: int, what: str = 'image') -> None:
+    """Refuse an empty image or one of more than max_pixels, before its data is read."""
+    if height == 0 or width == 0:
+        raise ImageFormatError('empty', f'{what} is empty ({height}x{width} pixels)')
+    if height * width > max_pixels:
+        raise ImageFormatError(
+            'oversize', f'{what} {height}x{width} = {height * width} pixels exceeds '
+                        f'max_pixels {max_pixels}')
+
+
 def _checked_geometry(msg, max_pixels: int):
     """height, width, step of msg, checked against empty / oversize (encoding-independent)."""
     height = _uint_field(msg, 'height')
     width = _uint_field(msg, 'width')
     step = _uint_field(msg, 'step')
-    if height == 0 or width == 0:
-        raise ImageFormatError('empty', f'image is empty ({height}x{width} pixels)')
-    if height * width > max_pixels:
-        raise ImageFormatError(
-            'oversize', f'image {height}x{width} = {height * width} pixels exceeds '
-                        f'max_pixels {max_pixels}')
+    _check_size(height, width, max_pixels)
     if step * height > _MAX_DATA_BYTES:
         raise ImageFormatError(
             'oversize', f'step {step} x height {height} = {step * height} bytes does not fit '

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .codec import (_byte_view, _check_max_pixels, _set_stamp, DecodedImage,
+from .codec import (_byte_view, _check_max_pixels, _check_size, _set_stamp, DecodedImage,
                     DEFAULT_MAX_PIXELS, ImageFormatError)
 
 __all__ = ['COMPRESSIONS', 'compression_of', 'decode_compressed', 'fill_compressed',
@@ -163,12 +163,7 @@ def decode_compressed(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise ImageFormatError('bad_format', f'format {msg.format!r} says {named} but the '
                                              f'data is {found}')
     height, width = _jpeg_size(buffer) if found == 'jpeg' else _png_size(buffer)
-    if height == 0 or width == 0:
-        raise ImageFormatError('empty', f'{found} image is empty ({height}x{width} pixels)')
-    if height * width > max_pixels:
-        raise ImageFormatError(
-            'oversize', f'{found} image {height}x{width} = {height * width} pixels exceeds '
-                        f'max_pixels {max_pixels}')
+    _check_size(height, width, max_pixels, f'{found} image')
     _check_complete(buffer, found)
     factor = 1
     flags = cv2.IMREAD_UNCHANGED
