@@ -50,6 +50,6 @@ def test_the_demo_config_gives_every_node_its_section():
     from delen_ros.nodes.config_file import CAMERA_PREFIX, node_sections
     sections = node_sections(Path(__file__).resolve().parents[1] / 'config' / 'three_tenants.yaml')
     assert sections['delen_server']['tenants'] == ['obstacle', 'inspection', 'patrol']
-    assert sections['delen_governor']['server_node'] == 'delen_server'
+    assert sections['delen_governor']['battery_topic'] == 'battery_state'
     cameras = sorted(name for name in sections if name.startswith(CAMERA_PREFIX))
     assert cameras == ['delen_camera_inspection', 'delen_camera_obstacle', 'delen_camera_patrol']

@@ -1,12 +1,12 @@
-"""Governor configuration: power and thermal states, hysteresis, staleness and fallback."""
+"""Governor configuration: power and thermal states, hysteresis, staleness."""
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 import enum
 import math
 import numbers
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
-from .budgets import Adjustment, Budgets
+from .adjustment import Adjustment, SCALE_RANGE
 
 __all__ = [
     'GovernorConfig', 'POWER_SUPPLY_STATUS_CHARGING', 'POWER_SUPPLY_STATUS_FULL', 'PowerState',
@@ -69,10 +69,10 @@ class GovernorConfig:
     ``hot_latency_scale`` and min_accuracy lowered by ``hot_accuracy_drop``, until the
     temperature is below ``hot_above_c - temperature_hysteresis_c`` again.
 
-    A required input with no message for ``stale_after_s`` (or none yet) puts the governor
-    in fallback: tenants listed in ``safe_budgets`` get those budgets, the others their base
-    budgets adjusted by ``fallback`` (default: the worst case, critical and hot at once).
-    An input that is not required and is stale counts as normal / nominal.
+    An input silent for more than ``stale_after_s`` is stale. A stale battery counts as
+    critical power and a stale temperature as hot (the safe adjustments), unless that input is
+    not required (``battery_required`` / ``temperature_required`` false): then it counts as
+    normal / nominal. An input never heard adjusts nothing.
     """
 
     saving_below_soc: float = 0.5
@@ -90,8 +90,6 @@ class GovernorConfig:
     stale_after_s: float = 10.0
     battery_required: bool = True
     temperature_required: bool = True
-    fallback: Optional[Adjustment] = None
-    safe_budgets: Mapping[str, Budgets] = field(default_factory=dict)
 
     def __post_init__(self):
         def store(name, value):
@@ -114,7 +112,8 @@ class GovernorConfig:
                 f'normal')
         for state in ('normal', 'saving', 'critical'):
             name = f'energy_scale_{state}'
-            store(name, _number(name, getattr(self, name), low=0.0, low_open=True))
+            store(name, _number(name, getattr(self, name), low=SCALE_RANGE[0],
+                                high=SCALE_RANGE[1]))
         if not (self.energy_scale_normal >= self.energy_scale_saving
                 >= self.energy_scale_critical):
             raise ValueError(
@@ -140,34 +139,11 @@ class GovernorConfig:
             'temperature_hysteresis_c', self.temperature_hysteresis_c, low=0.0,
             high=self.hot_above_c - low, high_open=True))
         store('hot_latency_scale', _number('hot_latency_scale', self.hot_latency_scale,
-                                           low=1.0))
+                                           low=1.0, high=SCALE_RANGE[1]))
         store('hot_accuracy_drop', _number('hot_accuracy_drop', self.hot_accuracy_drop,
                                            low=0.0, high=1.0))
         store('stale_after_s', _number('stale_after_s', self.stale_after_s, low=0.0,
                                        low_open=True))
-        if self.fallback is not None and not isinstance(self.fallback, Adjustment):
-            if not isinstance(self.fallback, Mapping):
-                raise ValueError(f'GovernorConfig fallback must be an Adjustment or a mapping, '
-                                 f'got {self.fallback!r}')
-            try:
-                store('fallback', Adjustment(**self.fallback))
-            except TypeError:
-                raise ValueError(
-                    f'GovernorConfig fallback keys must be among energy_scale, latency_scale, '
-                    f'accuracy_drop, got {sorted(map(str, self.fallback))}') from None
-        if not isinstance(self.safe_budgets, Mapping):
-            raise ValueError(f'GovernorConfig safe_budgets must map tenant names to budgets, '
-                             f'got {type(self.safe_budgets).__name__}')
-        safe = {}
-        for tenant, budgets in self.safe_budgets.items():
-            if not isinstance(tenant, str) or not tenant:
-                raise ValueError(f'GovernorConfig safe_budgets: tenant names must be '
-                                 f'non-empty strings, got {tenant!r}')
-            try:
-                safe[tenant] = Budgets.from_mapping(budgets)
-            except (TypeError, ValueError) as error:
-                raise ValueError(f'GovernorConfig safe_budgets[{tenant!r}]: {error}') from None
-        store('safe_budgets', safe)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> 'GovernorConfig':
@@ -200,20 +176,8 @@ class GovernorConfig:
         return Adjustment(latency_scale=self.hot_latency_scale,
                           accuracy_drop=self.hot_accuracy_drop)
 
-    @property
-    def fallback_adjustment(self) -> Adjustment:
-        """Return the adjustment used while a required input is stale."""
-        if self.fallback is not None:
-            return self.fallback
-        return self.power_adjustment(PowerState.CRITICAL).then(self.hot_adjustment)
-
     def as_dict(self) -> Dict[str, Any]:
         """Return the configuration as plain values (for logs and YAML)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values['plausible_temperature_c'] = list(self.plausible_temperature_c)
-        if self.fallback is not None:
-            values['fallback'] = {'energy_scale': self.fallback.energy_scale,
-                                  'latency_scale': self.fallback.latency_scale,
-                                  'accuracy_drop': self.fallback.accuracy_drop}
-        values['safe_budgets'] = {t: b.as_dict() for t, b in self.safe_budgets.items()}
         return values

@@ -1,17 +1,18 @@
 """
-Battery / temperature readings -> per-tenant budgets, with hysteresis and a stale fallback.
+Battery / temperature readings -> one budget adjustment, with hysteresis and staleness.
 
 The Governor never reads a clock: readings carry their stamps and ``decide`` gets the
 current time, so the same inputs always give the same decisions (and tests replay traces).
+It knows no budgets: the server applies the adjustment to its own (see adjustment.py).
 """
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 import numbers
 from typing import Dict, Mapping, Optional, Tuple
 
-from .budgets import Adjustment, Budgets
+from .adjustment import Adjustment
 from .config import (GovernorConfig, POWER_SUPPLY_STATUS_CHARGING, POWER_SUPPLY_STATUS_FULL,
                      PowerState, ThermalState)
 
@@ -33,25 +34,31 @@ IGNORE_REASONS = (
 @dataclass(frozen=True, kw_only=True)
 class GovernorDecision:
     """
-    Budgets for every tenant at one instant, and why.
+    The adjustment at one instant, and why.
 
-    ``changed`` is true when budgets, states or fallback differ from the previous decision
-    (always true for the first one), so a node can send parameter updates only on change;
-    ``changed_tenants`` names the tenants whose budgets moved.
+    Per input: never heard, it adjusts nothing (state None); fresh, its state decides; stale
+    (heard once, then silent for more than stale_after_s), it gets its safe adjustment
+    (battery: critical power, temperature: hot) or, when not required, counts as normal /
+    nominal. ``changed`` is true when the adjustment, a state or the stale / unheard inputs
+    differ from the previous decision (always true for the first one): log on it.
     """
 
     now_s: float
-    budgets: Mapping[str, Budgets]
-    # States the budgets follow; while in fallback, the last known ones (None: never known).
-    power_state: Optional[PowerState]
+    adjustment: Adjustment
+    power_state: Optional[PowerState]  # the state the adjustment follows; None: not heard
     thermal_state: Optional[ThermalState]
-    adjustment: Adjustment  # applied to base budgets (the fallback one while in fallback)
-    fallback: bool
-    stale_inputs: Tuple[str, ...]  # required inputs that are stale or never seen
-    reasons: Tuple[str, ...]
+    stale_inputs: Tuple[str, ...]  # required inputs heard once and now stale: safe adjustment
+    unheard_inputs: Tuple[str, ...]  # inputs with no accepted reading yet: no adjustment
+    reason: str  # one line for BudgetAdjustment.reason; empty when nothing is adjusted
+    reasons: Tuple[str, ...]  # one line per input, and the ignored readings
     changed: bool
-    changed_tenants: Tuple[str, ...]
     ignored: Mapping[str, int]
+
+    @property
+    def key(self) -> tuple:
+        """Return what ``changed`` compares: adjustment, states, stale and unheard inputs."""
+        return (self.adjustment, self.power_state, self.thermal_state, self.stale_inputs,
+                self.unheard_inputs)
 
 
 def _finite(value) -> bool:
@@ -61,11 +68,11 @@ def _finite(value) -> bool:
 
 class Governor:
     """
-    Turns battery and temperature readings into per-tenant budgets.
+    Turns battery and temperature readings into one budget adjustment.
 
     Feed readings with ``update_battery`` / ``update_temperature`` as messages arrive (bad
     readings are ignored and counted in ``ignored``), then call ``decide`` with the current
-    time and the tenants' base budgets. States change only on accepted readings, with the
+    time. States change only on accepted readings, with the
     hysteresis of the config; staleness is judged in ``decide``.
     """
 
@@ -188,19 +195,14 @@ class Governor:
         self.thermal_state = state
         return True
 
-    def _staleness(self, name: str, stamp: Optional[float], now_s: float) -> Optional[str]:
-        """Say why an input is stale, or return None when it is fresh."""
-        if stamp is None:
-            return f'{name}: no message yet'
-        age = now_s - stamp
-        if age > self.config.stale_after_s:
-            return (f'{name} stale: last message {age:.1f} s ago '
-                    f'(stale_after_s {self.config.stale_after_s:g})')
+    def _stale(self, stamp: float, now_s: float) -> Optional[str]:
+        """Say that an input is stale, or return None when it is fresh."""
+        if now_s - stamp > self.config.stale_after_s:
+            return f'stale (silent for more than {self.config.stale_after_s:g} s)'
         return None
 
-    def _power_reason(self) -> str:
+    def _power_reason(self, state: PowerState) -> str:
         config = self.config
-        state = self.power_state
         scale = config.energy_scale(state)
         if self.charging and config.charging_is_normal:
             return f'battery charging (soc {self.soc:.2f}): normal power, energy x{scale:.2f}'
@@ -224,89 +226,73 @@ class Governor:
                      f'{config.hot_above_c - config.temperature_hysteresis_c:.1f} C)')
         return text
 
-    def decide(self, now_s, base_budgets: Mapping[str, Budgets]) -> GovernorDecision:
-        """
-        Budgets of every tenant at time ``now_s`` (seconds, same clock as the stamps).
+    def _battery(self, now_s: float):
+        """Return (state, adjustment, reason, stale) of the battery input."""
+        config = self.config
+        if self.battery_stamp_s is None:
+            return None, Adjustment(), 'battery: none heard yet, no adjustment', False
+        silent = self._stale(self.battery_stamp_s, now_s)
+        if silent is None:
+            return (self.power_state, config.power_adjustment(self.power_state),
+                    self._power_reason(self.power_state), False)
+        if not config.battery_required:
+            return (PowerState.NORMAL, Adjustment(),
+                    f'battery {silent}; not required: counted as normal', False)
+        critical = PowerState.CRITICAL
+        return (critical, config.power_adjustment(critical),
+                f'battery {silent}: safe adjustment, counted as critical power, energy '
+                f'x{config.energy_scale(critical):.2f}', True)
 
-        ``base_budgets`` maps tenant names to their unadjusted Budgets (or mappings with
-        latency_ms, min_accuracy, energy_mj). Raises ValueError on a non-finite time or
-        malformed budgets; never reads a clock.
+    def _temperature(self, now_s: float):
+        """Return (state, adjustment, reason, stale) of the temperature input."""
+        config = self.config
+        if self.temperature_stamp_s is None:
+            return None, Adjustment(), 'temperature: none heard yet, no adjustment', False
+        silent = self._stale(self.temperature_stamp_s, now_s)
+        if silent is None:
+            adjustment = config.hot_adjustment if self.thermal_state is ThermalState.HOT \
+                else Adjustment()
+            return self.thermal_state, adjustment, self._thermal_reason(), False
+        if not config.temperature_required:
+            return (ThermalState.NOMINAL, Adjustment(),
+                    f'temperature {silent}; not required: counted as nominal', False)
+        return (ThermalState.HOT, config.hot_adjustment,
+                f'temperature {silent}: safe adjustment, counted as hot, latency '
+                f'x{config.hot_latency_scale:.2f}, min_accuracy -{config.hot_accuracy_drop:.2f}',
+                True)
+
+    def decide(self, now_s) -> GovernorDecision:
+        """
+        Return the adjustment at time ``now_s`` (seconds, same clock as the stamps).
+
+        Raises ValueError on a non-finite time; never reads a clock.
         """
         if not _finite(now_s):
             raise ValueError(f'now_s must be a finite time in seconds, got {now_s!r}')
         now_s = float(now_s)
-        if not isinstance(base_budgets, Mapping):
-            raise ValueError(f'base_budgets must map tenant names to Budgets, got '
-                             f'{type(base_budgets).__name__}')
-        base = {}
-        for tenant, budgets in base_budgets.items():
-            if not isinstance(tenant, str) or not tenant:
-                raise ValueError(f'tenant names must be non-empty strings, got {tenant!r}')
-            try:
-                base[tenant] = Budgets.from_mapping(budgets)
-            except (TypeError, ValueError) as error:
-                raise ValueError(f'base budgets of tenant {tenant!r}: {error}') from None
-
-        config = self.config
-        reasons = []
-        stale = []
-        # Effective states: an optional input that is stale counts as normal / nominal.
-        power, thermal = self.power_state, self.thermal_state
-        battery_why = self._staleness('battery', self.battery_stamp_s, now_s)
-        if battery_why is None:
-            reasons.append(self._power_reason())
-        elif config.battery_required:
-            stale.append('battery')
-            reasons.append(battery_why)
-        else:
-            power = PowerState.NORMAL
-            reasons.append(f'{battery_why}; not required: counted as normal')
-        temperature_why = self._staleness('temperature', self.temperature_stamp_s, now_s)
-        if temperature_why is None:
-            reasons.append(self._thermal_reason())
-        elif config.temperature_required:
-            stale.append('temperature')
-            reasons.append(temperature_why)
-        else:
-            thermal = ThermalState.NOMINAL
-            reasons.append(f'{temperature_why}; not required: counted as nominal')
-
-        if stale:
-            adjustment = config.fallback_adjustment
-            budgets = {tenant: config.safe_budgets[tenant] if tenant in config.safe_budgets
-                       else adjustment.apply(tenant_base)
-                       for tenant, tenant_base in base.items()}
-            text = f'fallback: base budgets adjusted by {adjustment.describe()}'
-            safe = sorted(set(base) & set(config.safe_budgets))
-            if safe:
-                text += f'; safe_budgets for {", ".join(safe)}'
-            reasons.append(text)
-        else:
-            adjustment = config.power_adjustment(power)
-            if thermal is ThermalState.HOT:
-                adjustment = adjustment.then(config.hot_adjustment)
-            budgets = {tenant: adjustment.apply(b) for tenant, b in base.items()}
-
+        power, power_adjustment, power_reason, battery_stale = self._battery(now_s)
+        thermal, thermal_adjustment, thermal_reason, temperature_stale = \
+            self._temperature(now_s)
+        adjustment = power_adjustment.then(thermal_adjustment)
+        reasons = [power_reason, thermal_reason]
         ignored = self.ignored
         if ignored:
             reasons.append('ignored readings: ' + ', '.join(
                 f'{reason} {count}' for reason, count in ignored.items()))
-
-        last = self._last
-        if last is None:
-            changed_tenants = tuple(sorted(budgets))
-            changed = True
-        else:
-            changed_tenants = tuple(sorted(
-                tenant for tenant in set(budgets) | set(last.budgets)
-                if budgets.get(tenant) != last.budgets.get(tenant)))
-            changed = bool(changed_tenants) or (
-                (power, thermal, bool(stale))
-                != (last.power_state, last.thermal_state, last.fallback))
+        # The message's reason names only the inputs that adjust something.
+        parts = ((power_reason, power_adjustment), (thermal_reason, thermal_adjustment))
+        reason = '; '.join(text for text, part in parts if not part.is_identity)
+        stale = tuple(name for name, is_stale in (('battery', battery_stale),
+                                                  ('temperature', temperature_stale))
+                      if is_stale)
+        unheard = tuple(name for name, stamp in (('battery', self.battery_stamp_s),
+                                                 ('temperature', self.temperature_stamp_s))
+                        if stamp is None)
         decision = GovernorDecision(
-            now_s=now_s, budgets=budgets, power_state=power, thermal_state=thermal,
-            adjustment=adjustment, fallback=bool(stale), stale_inputs=tuple(stale),
-            reasons=tuple(reasons), changed=changed, changed_tenants=changed_tenants,
-            ignored=ignored)
+            now_s=now_s, adjustment=adjustment, power_state=power, thermal_state=thermal,
+            stale_inputs=stale, unheard_inputs=unheard, reason=reason, reasons=tuple(reasons),
+            changed=True, ignored=ignored)
+        if self._last is not None and self._last.key == decision.key:
+            decision = replace(decision, changed=False)
         self._last = decision
         return decision

@@ -76,7 +76,10 @@ class DemoRecorder(Node):
                 frames_served=s.frames_served, frames_dropped=s.frames_dropped,
                 frames_rejected=s.frames_rejected, deadline_met_ratio=s.deadline_met_ratio,
                 accuracy=s.accuracy, labelled_frames=s.labelled_frames, mean_exit=s.mean_exit,
-                energy_mean_mj=s.energy_mean_mj, energy_measured=s.energy_measured)
+                energy_mean_mj=s.energy_mean_mj, energy_measured=s.energy_measured,
+                latency_bound_ms=(s.base_latency_bound_ms, s.latency_bound_ms),
+                min_accuracy=(s.base_min_accuracy, s.min_accuracy),
+                energy_bound_mj=(s.base_energy_bound_mj, s.energy_bound_mj))
                 for _, s in sorted(self.status.items())]
 
 

@@ -7,9 +7,9 @@ Rows come from each tenant's last TenantStatus; the timeline from its InferenceR
 from dataclasses import dataclass
 import math
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
-__all__ = ['ResultPoint', 'StatusRow', 'format_table', 'plot_timeline']
+__all__ = ['ResultPoint', 'StatusRow', 'format_bounds', 'format_table', 'plot_timeline']
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ class StatusRow:
     mean_exit: float
     energy_mean_mj: float
     energy_measured: bool
+    # (base, effective) bounds in force, 0 = none; effective = base with the governor's
+    # adjustment applied.
+    latency_bound_ms: Tuple[float, float] = (0.0, 0.0)
+    min_accuracy: Tuple[float, float] = (0.0, 0.0)
+    energy_bound_mj: Tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,21 @@ def _pct(value: float) -> str:
     return 'n/a' if math.isnan(value) else f'{100 * value:.1f} %'
 
 
+def format_bounds(row: StatusRow) -> str:
+    """Return 'latency 16.7 -> 25 ms, energy 20 -> 8 mJ': base -> effective, bounds in force."""
+    parts = []
+    for name, (base, effective), unit in (('latency', row.latency_bound_ms, ' ms'),
+                                          ('min_accuracy', row.min_accuracy, ''),
+                                          ('energy', row.energy_bound_mj, ' mJ')):
+        if base > 0 or effective > 0:
+            parts.append(f'{name} {base:.3g} \u2192 {effective:.3g}{unit}')
+    return ', '.join(parts) or 'none'
+
+
 def format_table(rows: Sequence[StatusRow]) -> str:
     """Render the per-tenant summary as a Markdown table."""
     lines = ['| tenant | goal | frames | served | dropped | rejected | deadline met | accuracy '
-             '| mean exit | energy/frame |', '|' + '---|' * 10]
+             '| mean exit | energy/frame | bounds (base \u2192 effective) |', '|' + '---|' * 11]
     for row in rows:
         energy = 'n/a' if math.isnan(row.energy_mean_mj) else (
             f'{row.energy_mean_mj:.2f} mJ '
@@ -56,7 +72,8 @@ def format_table(rows: Sequence[StatusRow]) -> str:
         lines.append(
             f'| {row.tenant} | {row.goal} | {row.frames_received} | {row.frames_served} | '
             f'{row.frames_dropped} | {row.frames_rejected} | {_pct(row.deadline_met_ratio)} | '
-            f'{_pct(row.accuracy)} ({row.labelled_frames} labelled) | {mean_exit} | {energy} |')
+            f'{_pct(row.accuracy)} ({row.labelled_frames} labelled) | {mean_exit} | {energy} | '
+            f'{format_bounds(row)} |')
     return '\n'.join(lines)
 
 

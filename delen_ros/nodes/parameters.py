@@ -65,6 +65,9 @@ SERVER_PARAMETERS = (
     ParameterSpec('fallback_latency_ms', 'double', 100.0,
                   'latency bound of a tenant whose latency_ms is 0 while its publishers '
                   'offer no deadline', 1.0, 10000.0, 1.0),
+    ParameterSpec('adjustment_timeout_s', 'double', 5.0,
+                  "a governor's BudgetAdjustment not renewed for this long lapses: the base "
+                  'budgets return', 0.5, 3600.0, 0.1),
 )
 
 TENANT_PARAMETERS = (

@@ -15,6 +15,7 @@ from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
 from delen_ros.imaging import ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
+from delen_ros.nodes.budget_adjustments import BudgetAdjustments
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
                                          string_array_parameter, string_parameter)
 from delen_ros.nodes.image_input import image_input
@@ -102,6 +103,8 @@ class ServerNode(Node):
         self._policies = available_policies()
         self._tenants: Dict[str, _TenantIo] = {}
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._budgets = BudgetAdjustments(self, self._server,
+                                          timeout_parameter='adjustment_timeout_s')
         for name in value('tenants'):
             self._add_tenant(str(name))
         self.add_on_set_parameters_callback(self._parameters_callback)
@@ -144,6 +147,7 @@ class ServerNode(Node):
                                 queue_size=int(io.values['queue_size']),
                                 on_infeasible=str(io.values['on_infeasible']),
                                 share=float(io.values['share']))
+        self._budgets.set_base(name, goal)
         io.result_publisher = self.create_publisher(
             InferenceResult, io.values['output_topic'], 10)
         io.status_publisher = self.create_publisher(TenantStatus, io.values['status_topic'], 10)
@@ -285,7 +289,7 @@ class ServerNode(Node):
             io = self._tenants[tenant]
             old_policy, old_queue = io.values['policy'], io.values['queue_size']
             io.values.update(fields)
-            self._server.set_goal(tenant, goals[tenant])
+            self._budgets.set_base(tenant, goals[tenant])
             if io.values['policy'] != old_policy:
                 self._server.set_policy(tenant, str(io.values['policy']))
             if io.values['queue_size'] != old_queue:
@@ -322,8 +326,8 @@ class ServerNode(Node):
             self.get_logger().error(f'tenant {io.name}: offered deadline '
                                     f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
             return
-        self._server.set_goal(io.name, goal)
-        self.get_logger().info(f'tenant {io.name}: goal {goal} (offered deadline '
+        self._budgets.set_base(io.name, goal)
+        self.get_logger().info(f'tenant {io.name}: base goal {goal} (offered deadline '
                                f'{io.qos_deadline_ms} ms)')
 
     def _status_callback(self) -> None:
@@ -355,7 +359,8 @@ class ServerNode(Node):
             accuracy=float(snapshot.accuracy), labelled_frames=snapshot.labelled,
             latency_bound_ms=float(goal.latency_ms or 0.0),
             min_accuracy=float(goal.min_accuracy or 0.0),
-            energy_bound_mj=float(goal.energy_mj or 0.0))
+            energy_bound_mj=float(goal.energy_mj or 0.0),
+            **self._budgets.status_fields(io.name))
 
     def _goal_of(self, name: str):
         return next(t.goal for t in self._server.tenants() if t.name == name)
@@ -394,7 +399,7 @@ class ServerNode(Node):
             'energy_mean_mj': f'{snapshot.energy_mean_mj:.3f}',
             'energy_measured': snapshot.energy_measured, 'accuracy': f'{snapshot.accuracy:.4f}',
             'input_deadline_missed': io.deadline_missed,
-            'incompatible_qos': io.incompatible_qos,
+            'incompatible_qos': io.incompatible_qos, **self._budgets.tenant_values(io.name),
         }
         return DiagnosticStatus(
             level=level, name=f'delen_server: tenant {io.name}',
@@ -418,6 +423,7 @@ class ServerNode(Node):
             'frames_taken_by_worker': self._intake.taken,
             'intake_wait_ms_p50': self._intake.waited_p50(),
             'worker_waits': self._intake.waits, 'worker_wakeups': self._intake.wakeups,
+            **self._budgets.server_values(),
         }
         level, message = DiagnosticStatus.OK, f'serving {len(self._tenants)} tenants'
         if not server.serving:
