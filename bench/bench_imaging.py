@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """
-Benchmark: sensor_msgs/Image decode, model input transform, and ways of filling Image.data.
+Benchmark: image decode, model input transform, and ways of filling Image.data.
 
-Images are real sensor_msgs/Image messages that went through rclpy serialization, as a
-subscriber receives them. Every case is timed per call (median and p99 in microseconds).
-Usage: bench/bench_imaging.py [--runs N] [--threads T]
+Images are real sensor_msgs/Image and CompressedImage messages that went through rclpy
+serialization, as a subscriber receives them. Every case is timed per call (median and p99
+in microseconds). The camera-size table times what the server does with each frame it
+serves: decode (yuv422 / bayer conversion, JPEG / PNG decoding) plus resize to the model
+input, for 640x480 and 1280x720 frames.
+Usage: bench/bench_imaging.py [--runs N] [--threads T] [--only camera]
 """
 
 import argparse
@@ -12,10 +15,13 @@ import array
 import platform
 import time
 
-from delen_ros.imaging import fill_image, image_to_array, ModelInputTransform
+import cv2
+from delen_ros.engine import fashion_mnist
+from delen_ros.imaging import (decode_compressed, fill_compressed, fill_image, image_to_array,
+                               ModelInputTransform)
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 import torch
 
 CASES = [
@@ -41,6 +47,57 @@ def _time_us(fn, runs, warmup=50):
 def _received(pixels, encoding):
     wire = serialize_message(fill_image(Image(), pixels, encoding=encoding))
     return deserialize_message(wire, Image)
+
+
+def _camera_frame(size):
+    """Fashion-MNIST test frames tiled into a colour picture of a camera's size (bgr8)."""
+    images, _ = fashion_mnist.load('test')
+    height, width = size
+    rows, columns = -(-height // 56), -(-width // 56)
+    tiles = [cv2.resize(images[i], (56, 56), interpolation=cv2.INTER_LINEAR)
+             for i in range(rows * columns)]
+    gray = np.vstack([np.hstack(tiles[r * columns:(r + 1) * columns]) for r in range(rows)])
+    gray = gray[:height, :width]
+    tint = np.linspace(0.6, 1.0, width, dtype=np.float32)[None, :]
+    # Smooth colour over the gray tiles, so that chroma is not flat.
+    return np.dstack([gray * tint, gray, gray * tint[:, ::-1]]).astype(np.uint8)
+
+
+CAMERA_STREAMS = [
+    # label, builder of a received message from a bgr8 frame
+    ('rgb8', lambda f: _received(np.ascontiguousarray(f[:, :, ::-1]), 'rgb8')),
+    ('mono8', lambda f: _received(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), 'mono8')),
+    ('yuv422 (UYVY)', lambda f: _received(f, 'yuv422')),
+    ('yuv422_yuy2 (YUYV)', lambda f: _received(f, 'yuv422_yuy2')),
+    ('bayer_rggb8', lambda f: _received(f, 'bayer_rggb8')),
+    ('jpeg q90 (CompressedImage)', lambda f: deserialize_message(serialize_message(
+        fill_compressed(CompressedImage(), f, encoding='bgr8', quality=90)), CompressedImage)),
+    ('png (CompressedImage)', lambda f: deserialize_message(serialize_message(
+        fill_compressed(CompressedImage(), f, encoding='bgr8', compression='png')),
+        CompressedImage)),
+]
+
+
+def bench_camera_size(runs):
+    """Rows (frame, model input, median us, p99 us) for decode + resize of camera frames."""
+    rows = []
+    for size in [(480, 640), (720, 1280)]:
+        frame = _camera_frame(size)
+        for label, build in CAMERA_STREAMS:
+            msg = build(frame)
+            for channels, height, width in [(1, 28, 28), (3, 224, 224)]:
+                transform = ModelInputTransform(
+                    input_size=(height, width), in_channels=channels,
+                    mean=(0.5,) * channels, std=(0.25,) * channels)
+                median, p99 = _time_us(lambda: transform.transform_message(msg), runs)
+                rows.append((f'{size[1]}x{size[0]} {label}',
+                             f'-> {channels}x{height}x{width}', median, p99))
+            if label.startswith('jpeg'):
+                # Reference: decoding the whole JPEG (what cv_bridge does) before resizing.
+                median, p99 = _time_us(lambda: decode_compressed(msg), runs)
+                rows.append((f'{size[1]}x{size[0]} {label}', 'full-size decode only (reference)',
+                             median, p99))
+    return rows
 
 
 def _pixels(size, encoding, rng):
@@ -145,12 +202,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--runs', type=int, default=1000)
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--only', choices=('camera',), default=None,
+                        help='only the camera-size decode + resize table')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f'python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}'
           f', {args.threads} torch thread(s), {args.runs} runs per case, '
           f'{platform.machine()} {platform.processor() or ""}'.rstrip())
+    print(f'opencv {cv2.__version__}, {cv2.getNumThreads()} OpenCV thread(s)')
     with torch.inference_mode():
+        _print_table('Camera-size frames: decode + resize to the model input, per served frame',
+                     ('frame', 'model input'), bench_camera_size(args.runs))
+        if args.only == 'camera':
+            return
         _print_table('Decode and model input transform (received Image messages)',
                      ('image -> model input', 'step'), bench_decode_and_transform(args.runs))
     _print_table('Filling Image.data (rclpy sensor_msgs/Image)', ('image', 'strategy'),

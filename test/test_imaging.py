@@ -139,7 +139,7 @@ def _image(**fields):
 
 
 @pytest.mark.parametrize('fields,reason,words', [
-    ({'encoding': 'yuv422_yuy2'}, 'unknown_encoding', ["'yuv422_yuy2'", 'mono8']),
+    ({'encoding': 'nv12'}, 'unknown_encoding', ["'nv12'", 'mono8', 'yuv422', 'bayer_rggb8']),
     ({'encoding': ''}, 'unknown_encoding', ["''"]),
     ({'height': 0}, 'empty', ['0x28']),
     ({'width': 0, 'step': 0}, 'empty', ['28x0']),
@@ -235,7 +235,7 @@ def test_fill_refuses_unknown_encoding_empty_array_and_bad_stamp():
 
 
 def _demosaic_rggb8(msg):
-    """Nearest-neighbour bayer_rggb8 -> bgr8: each 2x2 cell becomes one colour."""
+    """Nearest-neighbour RGGB mosaic -> bgr8: each 2x2 cell becomes one colour."""
     raw = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :msg.width]
     red, blue = raw[0::2, 0::2], raw[1::2, 1::2]
     green = ((raw[0::2, 1::2].astype(np.uint16) + raw[1::2, 0::2]) // 2).astype(np.uint8)
@@ -248,14 +248,14 @@ def test_decode_image_reports_the_encoding():
     decoded = decode_image(msg)
     assert decoded.encoding == '8UC3' and decoded.pixels.shape == (5, 7, 3)
     with pytest.raises(ImageFormatError) as caught:
-        decode_image(_image(encoding='bayer_rggb8'))
+        decode_image(_image(encoding='vendor_rggb8'))
     assert caught.value.reason == 'unknown_encoding'
 
 
 def test_fallback_decoder_handles_other_encodings():
     bayer = np.array([[10, 20, 11, 21], [22, 30, 23, 31]], dtype=np.uint8)
     msg = fill_image(Image(), bayer, encoding='mono8')
-    msg.encoding = 'bayer_rggb8'
+    msg.encoding = 'vendor_rggb8'
     decoded = decode_image(msg, fallback=_demosaic_rggb8)
     assert decoded.encoding == 'bgr8'
     np.testing.assert_array_equal(decoded.pixels[0, 0], [30, 21, 10])
@@ -271,10 +271,10 @@ def test_fallback_decoder_handles_other_encodings():
 
 
 def test_fallback_decoder_failures_are_image_format_errors():
-    msg = _image(encoding='yuv422_yuy2')
+    msg = _image(encoding='nv12')
 
     def refuse(_msg):
-        raise RuntimeError('no converter for yuv422_yuy2')
+        raise RuntimeError('no converter for nv12')
 
     with pytest.raises(ImageFormatError, match='RuntimeError: no converter') as caught:
         decode_image(msg, fallback=refuse)
@@ -365,7 +365,7 @@ def _bilinear(x, size, antialias):
 
 
 def test_8bit_downscale_resizes_bytes_then_normalizes():
-    pixels = _random_pixels('mono8', height=56, width=56, seed=6)
+    pixels = _random_pixels('mono8', height=42, width=42, seed=6)
     tensor = _transform(1)(pixels, 'mono8')
     assert tensor.shape == (1, 1, 28, 28)
     # Exactly: torch's antialiased uint8 resize, then the normalization.
@@ -377,8 +377,22 @@ def test_8bit_downscale_resizes_bytes_then_normalizes():
     assert (tensor - in_float).abs().max() <= 1.0 / 255 / 0.25 + 1e-6
 
 
+@pytest.mark.parametrize('encoding,factor', [('mono8', 2), ('bgr8', 4), ('rgba8', 8)])
+def test_8bit_downscale_by_powers_of_two_averages_exactly(encoding, factor):
+    # A frame scaled up by pixel repetition comes back as it was (bilinear would blur it).
+    small = _random_pixels(encoding, height=28, width=28, seed=11)
+    big = small.repeat(factor, axis=0).repeat(factor, axis=1)
+    channels = 1 if encoding == 'mono8' else 3
+    torch.testing.assert_close(_transform(channels)(big, encoding),
+                               _transform(channels)(small, encoding), rtol=0, atol=0)
+    # Odd sizes are not halved: one bilinear pass, constant images stay constant.
+    flat = np.full((90, 90, *small.shape[2:]), 77, np.uint8)
+    tensor = _transform(channels)(flat, encoding)
+    assert torch.allclose(tensor, torch.full_like(tensor, (77 / 255 - 0.5) / 0.25), atol=1e-5)
+
+
 def test_colour_downscale_matches_float_within_one_level():
-    bgr = _random_pixels('bgr8', height=120, width=90, seed=8)
+    bgr = _random_pixels('bgr8', height=100, width=70, seed=8)  # odd half: not halved
     tensor = _transform(3, size=(30, 40))(bgr, 'bgr8')
     rgb = _normalized_reference(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1)[None]
     in_float = _bilinear(rgb, (30, 40), True)

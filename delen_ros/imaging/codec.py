@@ -3,8 +3,10 @@ sensor_msgs/Image <-> numpy without copies, duck-typed on the message fields.
 
 Nothing here imports rclpy or sensor_msgs: any object with the fields ``height``,
 ``width``, ``encoding``, ``is_bigendian``, ``step`` and ``data`` can be decoded,
-and any object that accepts those attributes can be filled. Other encodings can be handed
-to a fallback decoder such as cv_bridge (see decode_image); it is never imported here.
+and any object that accepts those attributes can be filled. Pixel layouts (ENCODINGS) are
+viewed without copies; yuv422 and bayer images (CONVERTED_ENCODINGS) are converted to bgr8
+or bgr16 by OpenCV, as cv_bridge converts them. Other encodings can be handed to a fallback
+decoder (see decode_image).
 """
 
 import array
@@ -13,11 +15,13 @@ import math
 import numbers
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
+import cv2
 import numpy as np
 
 __all__ = [
-    'DEFAULT_MAX_PIXELS', 'DecodedImage', 'ENCODINGS', 'EncodingInfo', 'ImageFormatError',
-    'REASONS', 'decode_image', 'encoding_info', 'fill_image', 'image_to_array',
+    'CONVERTED_ENCODINGS', 'ConvertedEncoding', 'DEFAULT_MAX_PIXELS', 'DecodedImage',
+    'ENCODINGS', 'EncodingInfo', 'ImageFormatError', 'REASONS', 'decode_image',
+    'encoding_info', 'fill_image', 'image_to_array',
 ]
 
 # 4096 x 4096: far above any camera a small robot serves a classifier from.
@@ -35,6 +39,9 @@ REASONS = (
     'bad_field',         # a field is missing or of the wrong type / sign
     'bad_data',          # data is neither a byte buffer nor a sequence of 0..255
     'bad_array',         # fill_image / transform got an array that does not fit the encoding
+    'bad_geometry',      # a size the encoding cannot have (odd width for yuv422)
+    'bad_format',        # CompressedImage.format unknown, or naming another codec than the data
+    'corrupt',           # compressed data that does not decode (bad header, truncated, garbage)
 )
 
 
@@ -104,10 +111,51 @@ def encoding_info(encoding: Any) -> EncodingInfo:
     """Layout of an encoding name; ImageFormatError('unknown_encoding') when not supported."""
     info = ENCODINGS.get(encoding) if isinstance(encoding, str) else None
     if info is None:
-        raise ImageFormatError(
-            'unknown_encoding',
-            f'unsupported image encoding {encoding!r}; expected one of {", ".join(ENCODINGS)}')
+        raise _unknown_encoding(encoding)
     return info
+
+
+@dataclass(frozen=True)
+class ConvertedEncoding:
+    """A raw encoding OpenCV converts to colour: packed yuv422 or a bayer mosaic."""
+
+    name: str
+    layout: str  # 'yuv422' (2 bytes per pixel, pairs share chroma) or 'bayer' (1 sample each)
+    depth_bits: int  # bits per sample: 8 or 16
+    code: int  # the cv2.cvtColor code to BGR
+    output: str  # encoding of the converted pixels: 'bgr8' or 'bgr16'
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Return the bytes of one pixel on the wire."""
+        return 2 if self.layout == 'yuv422' else self.depth_bits // 8
+
+
+def _converted():
+    infos = {}
+    # sensor_msgs/image_encodings: 'yuv422' is UYVY and 'yuv422_yuy2' YUYV; Jazzy added the
+    # clearer names 'uyvy' and 'yuyv'. Same conversions as cv_bridge.
+    for name, code in (('yuv422', cv2.COLOR_YUV2BGR_UYVY), ('uyvy', cv2.COLOR_YUV2BGR_UYVY),
+                       ('yuv422_yuy2', cv2.COLOR_YUV2BGR_YUY2),
+                       ('yuyv', cv2.COLOR_YUV2BGR_YUY2)):
+        infos[name] = ConvertedEncoding(name, 'yuv422', 8, code, 'bgr8')
+    # OpenCV's pattern-named codes (COLOR_BayerRGGB2BGR is cv_bridge's COLOR_BayerBG2BGR).
+    for pattern in ('rggb', 'bggr', 'gbrg', 'grbg'):
+        code = getattr(cv2, f'COLOR_Bayer{pattern.upper()}2BGR')
+        for bits in (8, 16):
+            name = f'bayer_{pattern}{bits}'
+            infos[name] = ConvertedEncoding(name, 'bayer', bits, code, f'bgr{bits}')
+    return infos
+
+
+CONVERTED_ENCODINGS: Dict[str, ConvertedEncoding] = _converted()
+
+
+def _unknown_encoding(encoding) -> ImageFormatError:
+    return ImageFormatError(
+        'unknown_encoding',
+        f'unsupported image encoding {encoding!r}; expected one of '
+        f'{", ".join([*ENCODINGS, *CONVERTED_ENCODINGS])}')
 
 
 class DecodedImage(NamedTuple):
@@ -139,17 +187,22 @@ def _check_max_pixels(max_pixels) -> int:
     return int(max_pixels)
 
 
+def _check_size(height: int, width: int, max_pixels: int, what: str = 'image') -> None:
+    """Refuse an empty image or one of more than max_pixels, before its data is read."""
+    if height == 0 or width == 0:
+        raise ImageFormatError('empty', f'{what} is empty ({height}x{width} pixels)')
+    if height * width > max_pixels:
+        raise ImageFormatError(
+            'oversize', f'{what} {height}x{width} = {height * width} pixels exceeds '
+                        f'max_pixels {max_pixels}')
+
+
 def _checked_geometry(msg, max_pixels: int):
     """height, width, step of msg, checked against empty / oversize (encoding-independent)."""
     height = _uint_field(msg, 'height')
     width = _uint_field(msg, 'width')
     step = _uint_field(msg, 'step')
-    if height == 0 or width == 0:
-        raise ImageFormatError('empty', f'image is empty ({height}x{width} pixels)')
-    if height * width > max_pixels:
-        raise ImageFormatError(
-            'oversize', f'image {height}x{width} = {height * width} pixels exceeds '
-                        f'max_pixels {max_pixels}')
+    _check_size(height, width, max_pixels)
     if step * height > _MAX_DATA_BYTES:
         raise ImageFormatError(
             'oversize', f'step {step} x height {height} = {step * height} bytes does not fit '
@@ -179,21 +232,28 @@ def _byte_view(data) -> np.ndarray:
     return values.astype(np.uint8)
 
 
-def _decode(msg, info: EncodingInfo, height: int, width: int, step: int) -> np.ndarray:
-    bytes_per_pixel = info.bytes_per_pixel
+def _big_endian(msg, name: str, depth_bits: int) -> bool:
+    """Byte order of multi-byte samples (is_bigendian 0 or 1); 8-bit ignores the flag."""
+    if depth_bits == 8:
+        return False
+    flag = getattr(msg, 'is_bigendian', 0)
+    if isinstance(flag, bool):
+        flag = int(flag)
+    if flag not in (0, 1):
+        raise ImageFormatError(
+            'bad_endianness', f'is_bigendian must be 0 or 1 for {name}, got {flag!r}')
+    return flag == 1
+
+
+def _checked_step(name: str, width: int, step: int, bytes_per_pixel: int) -> None:
     if step < width * bytes_per_pixel:
         raise ImageFormatError(
             'step_too_small', f'step {step} < width {width} x {bytes_per_pixel} byte(s) per '
-                              f'pixel ({info.name})')
-    big_endian = False
-    if info.depth_bits > 8:
-        flag = getattr(msg, 'is_bigendian', 0)
-        if isinstance(flag, bool):
-            flag = int(flag)
-        if flag not in (0, 1):
-            raise ImageFormatError(
-                'bad_endianness', f'is_bigendian must be 0 or 1 for {info.name}, got {flag!r}')
-        big_endian = flag == 1
+                              f'pixel ({name})')
+
+
+def _message_bytes(msg, height: int, step: int) -> np.ndarray:
+    """msg.data as flat uint8 (no copy), checked to hold step x height bytes."""
     try:
         data = msg.data
     except AttributeError:
@@ -204,6 +264,14 @@ def _decode(msg, info: EncodingInfo, height: int, width: int, step: int) -> np.n
         raise ImageFormatError(
             'data_too_short', f'data has {buffer.size} byte(s), need {needed} '
                               f'(step {step} x height {height})')
+    return buffer
+
+
+def _decode(msg, info: EncodingInfo, height: int, width: int, step: int) -> np.ndarray:
+    bytes_per_pixel = info.bytes_per_pixel
+    _checked_step(info.name, width, step, bytes_per_pixel)
+    big_endian = _big_endian(msg, info.name, info.depth_bits)
+    buffer = _message_bytes(msg, height, step)
     itemsize = info.depth_bits // 8
     if info.channels == 1:
         shape, strides = (height, width), (step, itemsize)
@@ -215,6 +283,33 @@ def _decode(msg, info: EncodingInfo, height: int, width: int, step: int) -> np.n
     # The view aliases the message; read-only so nobody edits a received image in place.
     pixels.flags.writeable = False
     return pixels
+
+
+def _convert(msg, info: ConvertedEncoding, height: int, width: int, step: int) -> np.ndarray:
+    """yuv422 / bayer -> new HxWx3 BGR array by OpenCV, reading rows ``step`` apart."""
+    if info.layout == 'yuv422' and width % 2:
+        raise ImageFormatError(
+            'bad_geometry', f'{info.name} packs pixels in pairs: width must be even, got '
+                            f'{width}')
+    _checked_step(info.name, width, step, info.bytes_per_pixel)
+    big_endian = _big_endian(msg, info.name, info.depth_bits)
+    buffer = _message_bytes(msg, height, step)
+    if info.layout == 'yuv422':
+        raw = np.ndarray((height, width, 2), dtype=_UINT8, buffer=buffer, strides=(step, 2, 1))
+    elif info.depth_bits == 8:
+        raw = np.ndarray((height, width), dtype=_UINT8, buffer=buffer, strides=(step, 1))
+    else:
+        dtype = _BIG_UINT16 if big_endian else _LITTLE_UINT16
+        raw = np.ndarray((height, width), dtype=dtype, buffer=buffer, strides=(step, 2))
+        if big_endian or step % 2:
+            # OpenCV reads native-order samples in rows a whole number of samples apart.
+            raw = raw.astype(np.uint16)
+    try:
+        return cv2.cvtColor(raw, info.code)
+    except cv2.error as error:
+        raise ImageFormatError(
+            'bad_geometry', f'OpenCV cannot convert {height}x{width} {info.name}: '
+                            f'{str(error).strip().splitlines()[-1]}') from None
 
 
 def image_to_array(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -238,20 +333,27 @@ def image_to_array(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 def decode_image(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                  fallback: Optional[Callable[[Any], np.ndarray]] = None) -> DecodedImage:
     """
-    Decode an image into pixels plus the encoding that describes them.
+    Decode a sensor_msgs/Image-like object into pixels plus the encoding that describes them.
 
-    Supported encodings (ENCODINGS) go through image_to_array without copies. For other
-    encodings (bayer, yuv422, ...) ``fallback(msg)`` is called, if given, and must return
-    HxWx3 uint8 pixels in BGR order: with cv_bridge installed, for instance
-    ``fallback=lambda m: CvBridge().imgmsg_to_cv2(m, desired_encoding='bgr8')``. Without a
-    fallback they raise ImageFormatError('unknown_encoding'). Size checks (empty, oversize)
-    run before the fallback is called.
+    Pixel layouts (ENCODINGS) go through image_to_array without copies. yuv422 (UYVY:
+    ``yuv422``, ``uyvy``; YUYV: ``yuv422_yuy2``, ``yuyv``) and bayer (``bayer_rggb8``,
+    ``bayer_bggr8``, ``bayer_gbrg8``, ``bayer_grbg8`` and their 16-bit forms) are converted
+    by OpenCV into a new HxWx3 array, ``bgr8`` (``bgr16`` for 16-bit bayer), as cv_bridge's
+    ``imgmsg_to_cv2(msg, 'bgr8')`` does. For any other encoding ``fallback(msg)`` is called,
+    if given, and must return HxWx3 uint8 pixels in BGR order; without a fallback it raises
+    ImageFormatError('unknown_encoding'). Size checks (empty, oversize) run first.
     """
     max_pixels = _check_max_pixels(max_pixels)
     encoding = getattr(msg, 'encoding', None)
-    if fallback is None or encoding in ENCODINGS or not isinstance(encoding, str):
+    if encoding in ENCODINGS or not isinstance(encoding, str):
         return DecodedImage(image_to_array(msg, max_pixels=max_pixels),
                             encoding_info(encoding).name)
+    converted = CONVERTED_ENCODINGS.get(encoding)
+    if converted is not None:
+        height, width, step = _checked_geometry(msg, max_pixels)
+        return DecodedImage(_convert(msg, converted, height, width, step), converted.output)
+    if fallback is None:
+        raise _unknown_encoding(encoding)
     height, width, _ = _checked_geometry(msg, max_pixels)
     try:
         pixels = np.asarray(fallback(msg))
@@ -292,8 +394,13 @@ def fill_image(msg, pixels, *, encoding: str, frame_id: Optional[str] = None,
     8-bit and uint16 for 16-bit encodings, already in the channel order of ``encoding``.
     Rows are written without padding (step = width x bytes per pixel), little-endian
     (is_bigendian = 0). ``stamp`` may be a builtin_interfaces/Time, an rclpy Time or
-    seconds; ``frame_id`` and ``stamp`` need a ``header`` on the message.
+    seconds; ``frame_id`` and ``stamp`` need a ``header`` on the message. yuv422 and bayer
+    encodings take what decode_image gives back for them: HxWx3 BGR (uint16 for 16-bit
+    bayer) or HxW gray, converted by OpenCV (yuv422) or sampled into the mosaic (bayer).
     """
+    converted = CONVERTED_ENCODINGS.get(encoding) if isinstance(encoding, str) else None
+    if converted is not None:
+        return _fill_converted(msg, np.asarray(pixels), converted, frame_id, stamp)
     info = encoding_info(encoding)
     values = np.asarray(pixels)
     if values.dtype.kind != 'u' or values.dtype.itemsize * 8 != info.depth_bits:
@@ -316,14 +423,19 @@ def fill_image(msg, pixels, *, encoding: str, frame_id: Optional[str] = None,
                         f'a uint8[] holds ({_MAX_DATA_BYTES})')
     # Little-endian and C-contiguous; a no-op for the usual arrays on x86 and ARM.
     values = np.ascontiguousarray(values, dtype=info.dtype(big_endian=False))
+    return _write(msg, values, encoding, step, frame_id, stamp)
+
+
+def _write(msg, values: np.ndarray, encoding: str, step: int, frame_id, stamp):
+    """Set the fields of msg from C-contiguous little-endian rows of ``step`` bytes."""
     if frame_id is not None or stamp is not None:
         header = msg.header
         if frame_id is not None:
             header.frame_id = str(frame_id)
         if stamp is not None:
             _set_stamp(header, stamp)
-    msg.height = height
-    msg.width = width
+    msg.height = values.shape[0]
+    msg.width = values.shape[1]
     msg.encoding = encoding
     msg.is_bigendian = 0
     msg.step = step
@@ -334,3 +446,33 @@ def fill_image(msg, pixels, *, encoding: str, frame_id: Optional[str] = None,
     data.frombytes(values.reshape(-1).view(np.uint8))
     msg.data = data
     return msg
+
+
+def _fill_converted(msg, values: np.ndarray, info: ConvertedEncoding, frame_id, stamp):
+    """BGR (or gray) pixels -> yuv422 by OpenCV, or -> a bayer mosaic by sampling."""
+    dtype = np.uint8 if info.depth_bits == 8 else np.uint16
+    if values.ndim == 2:
+        values = np.repeat(values[:, :, None], 3, axis=2)
+    if values.dtype != dtype or values.ndim != 3 or values.shape[2] != 3:
+        raise ImageFormatError(
+            'bad_array', f'{info.name} is filled from HxWx3 {np.dtype(dtype).name} BGR (or HxW '
+                         f'gray) pixels, got {values.dtype} of shape {values.shape}')
+    height, width = values.shape[:2]
+    if height == 0 or width == 0:
+        raise ImageFormatError('empty', f'image is empty ({height}x{width} pixels)')
+    if info.layout == 'yuv422':
+        if width % 2:
+            raise ImageFormatError('bad_geometry', f'{info.name} packs pixels in pairs: '
+                                                   f'width must be even, got {width}')
+        code = cv2.COLOR_BGR2YUV_UYVY if info.code == cv2.COLOR_YUV2BGR_UYVY \
+            else cv2.COLOR_BGR2YUV_YUY2
+        raw = cv2.cvtColor(np.ascontiguousarray(values), code)
+    else:
+        pattern = info.name[len('bayer_'):len('bayer_') + 4]
+        raw = np.empty((height, width), dtype=dtype)
+        for index, colour in enumerate(pattern):
+            row, column = divmod(index, 2)
+            raw[row::2, column::2] = values[row::2, column::2, 'bgr'.index(colour)]
+    step = width * info.bytes_per_pixel
+    return _write(msg, np.ascontiguousarray(raw, dtype=raw.dtype.newbyteorder('<')),
+                  info.name, step, frame_id, stamp)

@@ -4,12 +4,14 @@ import math
 import numbers
 from typing import Any, Callable, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional
 
-from .codec import (decode_image, DEFAULT_MAX_PIXELS, encoding_info, EncodingInfo,
-                    ImageFormatError)
+from .codec import (decode_image, DecodedImage, DEFAULT_MAX_PIXELS, encoding_info,
+                    EncodingInfo, ImageFormatError)
+from .compressed import decode_compressed, is_compressed
 
 __all__ = ['LUMA_WEIGHTS', 'ModelInputTransform']
 
@@ -40,10 +42,11 @@ class ModelInputTransform:
     encoding's maximum (255 or 65535) and normalized with ``mean`` / ``std``, and the image
     is resized to ``input_size`` (bilinear, antialiased when shrinking, aspect ratio not
     kept) unless it has that size already. 8-bit values go through one 256-entry lookup
-    table per channel. 8-bit images that shrink are resized as uint8 before the lookup
-    (torch's fast kernel; results within 1/255 of resizing in float, like torchvision on
-    uint8 tensors); others are normalized first and resized in float, which is exact
-    because the filter is linear with weights that sum to one.
+    table per channel. 8-bit images that shrink are resized as uint8 before the lookup:
+    halved by exact 2x2 averages while they stay at least ``input_size`` (OpenCV), then
+    bilinear (torch's kernel; within 1/255 of resizing in float, like torchvision on uint8
+    tensors). Others are normalized first and resized in float, which is exact because the
+    filter is linear with weights that sum to one.
     """
 
     def __init__(self, *, input_size: Sequence[int], in_channels: int,
@@ -114,8 +117,23 @@ class ModelInputTransform:
             return [values]
         return [values[:, :, info.order.index(c)] for c in 'RGB']
 
+    def _halve_uint8(self, values: np.ndarray) -> np.ndarray:
+        """Exact 2x2 averages while the image stays at least input_size (OpenCV's SIMD)."""
+        out_height, out_width = self.input_size
+        height, width = values.shape[:2]
+        while (height % 2 == 0 and width % 2 == 0 and height >= 2 * out_height
+               and width >= 2 * out_width):
+            height, width = height // 2, width // 2
+            values = cv2.resize(values, (width, height), interpolation=cv2.INTER_AREA)
+        return values
+
     def _shrink_uint8(self, values: np.ndarray, info: EncodingInfo):
         """Resize 8-bit pixels in uint8 (torch's fast antialiased kernel), return planes."""
+        # Halve first, by exact 2x2 averages (as Pillow's reduce() does): cheap on camera-size
+        # frames, where torch's kernel is slow on one channel, and the exact inverse of a 2x
+        # upscale, which the blurrier bilinear filter is not. OpenCV reads rows `step` apart,
+        # so message views need no copy.
+        values = self._halve_uint8(values)
         if not values.flags.writeable or not values.flags.c_contiguous:
             # torch wants a writable buffer; decoded images are read-only message views.
             values = np.array(values, order='C')
@@ -178,9 +196,23 @@ class ModelInputTransform:
                                       align_corners=False,
                                       antialias=height > out_height or width > out_width)
 
+    def decode(self, msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               fallback: Optional[Callable[[Any], np.ndarray]] = None) -> DecodedImage:
+        """
+        Decode an Image- or CompressedImage-like message for this model input.
+
+        Images go through decode_image (``fallback`` for encodings it does not know); a
+        JPEG is decoded at the smallest scale that still covers ``input_size``, luma only
+        for a 1-channel model (see decode_compressed).
+        """
+        if is_compressed(msg):
+            return decode_compressed(msg, max_pixels=max_pixels, min_size=self.input_size,
+                                     gray=self.in_channels == 1)
+        return decode_image(msg, max_pixels=max_pixels, fallback=fallback)
+
     def transform_message(self, msg, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                           fallback: Optional[Callable[[Any], np.ndarray]] = None
                           ) -> torch.Tensor:
-        """Decode a sensor_msgs/Image-like message and transform it (see decode_image)."""
-        decoded = decode_image(msg, max_pixels=max_pixels, fallback=fallback)
+        """Decode an Image or CompressedImage-like message and transform it (see decode)."""
+        decoded = self.decode(msg, max_pixels=max_pixels, fallback=fallback)
         return self(decoded.pixels, decoded.encoding)

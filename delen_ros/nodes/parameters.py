@@ -86,6 +86,11 @@ TENANT_PARAMETERS = (
     ParameterSpec('input_topic', 'string', '',
                   'sensor_msgs/Image topic; empty: <tenant>/image (relative: follows the '
                   'namespace and remaps)', read_only=True),
+    ParameterSpec('transport', 'string', 'raw',
+                  'image_transport of the input: raw (sensor_msgs/Image on input_topic) or '
+                  'compressed (sensor_msgs/CompressedImage, jpeg or png, on '
+                  '<input_topic>/compressed); an input_topic ending in /compressed is '
+                  'compressed either way', read_only=True, choices=('raw', 'compressed')),
     ParameterSpec('output_topic', 'string', '',
                   'InferenceResult topic; empty: delen/<tenant>/result', read_only=True),
     ParameterSpec('status_topic', 'string', '',

@@ -14,12 +14,13 @@ from typing import Dict, List, Optional
 from builtin_interfaces.msg import Time
 from delen_ros.engine import CheckpointError
 from delen_ros.engine.profiling import ProfileError
-from delen_ros.imaging import decode_image, ImageFormatError
+from delen_ros.imaging import ImageFormatError
 from delen_ros.msg import InferenceResult, TenantStatus
 from delen_ros.nodes.budget_adjustments import BudgetAdjustments
 from delen_ros.nodes.descriptors import (bool_parameter, float_parameter, int_parameter,
                                          string_array_parameter, string_parameter)
 from delen_ros.nodes.frame_time import FrameClock
+from delen_ros.nodes.image_input import image_input
 from delen_ros.nodes.image_intake import ImageIntake
 from delen_ros.nodes.parameters import (check_tenant, check_tenant_name, check_tenant_names,
                                         SERVER_PARAMETERS, tenant_defaults, tenant_parameter,
@@ -36,7 +37,6 @@ from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 try:
@@ -96,6 +96,7 @@ class _TenantIo:
         self.result_publisher = None
         self.status_publisher = None
         self.subscriptions: list = []
+        self.input = None  # an image_input.ImageInput: message type, topic, decode function
 
 
 class ServingCore:
@@ -254,6 +255,8 @@ class ServingCore:
                                 qos_deadline_ms=None,
                                 fallback_latency_ms=self._fallback_latency_ms,
                                 policies=self._policies, profile=self._server.profile)
+            io.input = image_input(io.values['input_topic'], io.values['transport'],
+                                   self._server.spec)
         except ValueError as error:
             raise ValueError(f'tenant {name}: {error}') from None
         self._note_unmeetable(io, goal)
@@ -274,7 +277,7 @@ class ServingCore:
         self._subscribe_images(io, reliable=False)
         if GroundTruth is not None:
             io.subscriptions.append(node.create_subscription(
-                GroundTruth, io.values['input_topic'].rstrip('/') + '/ground_truth',
+                GroundTruth, io.input.base_topic + '/ground_truth',
                 functools.partial(self._ground_truth_callback, io),
                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
                 callback_group=group))
@@ -345,7 +348,7 @@ class ServingCore:
             message_lost=functools.partial(self._message_lost_callback, io))
         callback = functools.partial(self._image_callback, io)
         subscription = self.node.create_subscription(
-            Image, io.values['input_topic'], callback, qos, event_callbacks=events,
+            io.input.message_type, io.input.topic, callback, qos, event_callbacks=events,
             callback_group=self._intake.group)
         for handler in subscription.event_handlers:  # QoS events stay on the executor
             handler.callback_group = io.callback_group
@@ -357,11 +360,11 @@ class ServingCore:
 
     # -- callbacks ---------------------------------------------------------------------------
 
-    def _image_callback(self, io: _TenantIo, msg: Image,
+    def _image_callback(self, io: _TenantIo, msg,
                         transport_ms: Optional[float] = None) -> None:
-        """Decode and queue one image (on the runtime's worker, taken by ImageIntake)."""
+        """Decode and queue one Image or CompressedImage (on the runtime's worker)."""
         try:
-            decoded = decode_image(msg, max_pixels=self._max_pixels)
+            decoded = io.input.decode(msg, max_pixels=self._max_pixels)
             arrival = self._arrival(io, msg.header.stamp)
             self._server.submit(io.name, decoded.pixels, stamp_s=arrival.runtime_stamp_s,
                                 frame_id=msg.header.frame_id, encoding=decoded.encoding,
@@ -413,7 +416,7 @@ class ServingCore:
     def _incompatible_qos_callback(self, io: _TenantIo, event) -> None:
         io.incompatible_qos = int(event.total_count)
         self.node.get_logger().warning(
-            f'tenant {io.name}: a publisher on {io.values["input_topic"]} offers an incompatible '
+            f'tenant {io.name}: a publisher on {io.input.topic} offers an incompatible '
             f'QoS (policy id {event.last_policy_kind}); this node requests a deadline of '
             f'{io.values["input_deadline_ms"]} ms (input_deadline_ms; 0 requests none)',
             throttle_duration_sec=10.0)
@@ -533,7 +536,7 @@ class ServingCore:
         """Follow the deadline QoS offered on each input topic (publishers come and go)."""
         for io in self._tenants.values():
             try:
-                infos = self.node.get_publishers_info_by_topic(io.values['input_topic'])
+                infos = self.node.get_publishers_info_by_topic(io.input.topic)
             except Exception as error:  # noqa: B902 - graph queries fail during shutdown
                 self.node.get_logger().debug(f'publisher query failed: {error}')
                 continue
@@ -645,7 +648,7 @@ class ServingCore:
                             'docs/large_images.md')
         values = {
             'goal': snapshot.goal, 'policy': snapshot.policy,
-            'input_topic': io.values['input_topic'],
+            'input_topic': io.input.topic, 'transport': io.input.transport,
             'offered_deadline_ms': '' if io.qos_deadline_ms is None else f'{io.qos_deadline_ms}',
             'received': snapshot.received, 'served': snapshot.served,
             'dropped': snapshot.dropped, 'dropped_queue': snapshot.dropped_queue,
