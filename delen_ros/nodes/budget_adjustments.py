@@ -43,10 +43,18 @@ class BudgetAdjustments:
         self.rejected = 0
         self.last_rejection = ''
         group = MutuallyExclusiveCallbackGroup()
-        node.create_subscription(BudgetAdjustment, ADJUSTMENT_TOPIC, self._adjustment_callback,
-                                 adjustment_qos(depth=10), callback_group=group)
-        node.create_timer(_EXPIRY_PERIOD_S, self._expiry_callback, callback_group=group)
+        self._subscription = node.create_subscription(
+            BudgetAdjustment, ADJUSTMENT_TOPIC, self._adjustment_callback,
+            adjustment_qos(depth=10), callback_group=group)
+        self._timer = node.create_timer(_EXPIRY_PERIOD_S, self._expiry_callback,
+                                        callback_group=group)
         node.add_post_set_parameters_callback(self._parameters_callback)
+
+    def destroy(self) -> None:
+        """Stop listening (a managed server's cleanup: the next configure makes a new one)."""
+        self._node.destroy_subscription(self._subscription)
+        self._node.destroy_timer(self._timer)
+        self._node.remove_post_set_parameters_callback(self._parameters_callback)
 
     def set_base(self, tenant: str, goal) -> None:
         """Take a tenant's base goal; the runtime gets the effective one."""

@@ -116,6 +116,7 @@ class ServingCore:
             self._declare(spec.name, spec.default, spec)
         self._server: Optional[InferenceServer] = None
         self._intake: Optional[ImageIntake] = None
+        self._budgets: Optional[BudgetAdjustments] = None
         self._tenants: Dict[str, _TenantIo] = {}
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._server_services: Optional[ServerServices] = None
@@ -200,7 +201,9 @@ class ServingCore:
         if self._server is not None:
             self._server.stop(timeout=5.0)
             self._intake.destroy()
-        self._server = self._intake = None
+        if self._budgets is not None:
+            self._budgets.destroy()
+        self._server = self._intake = self._budgets = None
 
     # -- what the services use -----------------------------------------------------------------
 
@@ -327,6 +330,8 @@ class ServingCore:
         self._tenants.pop(name, None)
         if self._server is not None and any(t.name == name for t in self._server.tenants()):
             self._server.remove_tenant(name)
+        if self._budgets is not None:
+            self._budgets.goals.remove(name)
         self._close_tenant(io)
         for spec in TENANT_PARAMETERS:
             undeclare_parameter(self.node, tenant_parameter(name, spec.name))
