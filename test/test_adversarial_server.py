@@ -122,8 +122,6 @@ def test_every_image_class_once(server, client):
     assert all(client.serves(t) for t in TENANTS)
 
 
-# Until issue 11 item 1 lands: 'static:exit_index=99' passes the parameter check, then
-# raises inside the parameter callback and ends the process. Remove the mark with that fix.
 def test_every_parameter_kind_once(server, client):
     process, log = server
     descriptors = client.descriptors()
