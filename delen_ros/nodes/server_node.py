@@ -320,10 +320,10 @@ class ServingCore:
         io = self._tenants.get(name)
         if io is None:
             raise KeyError(f'unknown tenant {name!r} (tenants: {", ".join(self._tenants)})')
-        snapshot = self._server.stats(name)
-        goal = self._goal_of(name)
-        self._forget_tenant(io)
-        return self._tenant_status(self.node.get_clock().now().to_msg(), io, snapshot, goal)
+        status = self._tenant_status(self.node.get_clock().now().to_msg(), io,
+                                     self._server.stats(name), self._goal_of(name))
+        self._forget_tenant(io)  # its adjusted goals too: the report is made first
+        return status
 
     def _forget_tenant(self, io: _TenantIo) -> None:
         name = io.name
