@@ -153,8 +153,11 @@ def test_edf_order_and_queue_bounds_with_three_tenants_and_several_threads(
     server.start()  # the worker finds every queue full and serves them EDF
     assert server.wait_idle(timeout=60)
     served = server.results()
-    deadlines = [r.stamp_s + r.deadline_ms / 1e3 for r in served]
-    assert deadlines == sorted(deadlines), 'not served earliest-deadline-first'
+    # Across tenants the share floor (issue 11) and stage batching may step ahead of strict
+    # EDF; within a tenant the order is earliest deadline first.
+    for name in bounds_ms:
+        deadlines = [r.stamp_s + r.deadline_ms / 1e3 for r in served if r.tenant == name]
+        assert deadlines == sorted(deadlines), f'{name}: not served earliest-deadline-first'
     submitted = per_thread * threads_per_tenant
     for name in bounds_ms:
         newest = {frame_id for frame_id, _ in arrivals[name][-queue_size:]}
