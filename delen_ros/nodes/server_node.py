@@ -369,8 +369,8 @@ class ServingCore:
                         transport_ms: Optional[float] = None) -> None:
         """Decode and queue one Image or CompressedImage (on the runtime's worker)."""
         try:
+            arrival = self._arrival(io, msg.header.stamp)  # before decoding: it counts too
             decoded = io.input.decode(msg, max_pixels=self._max_pixels)
-            arrival = self._arrival(io, msg.header.stamp)
             self._server.submit(io.name, decoded.pixels, stamp_s=arrival.runtime_stamp_s,
                                 frame_id=msg.header.frame_id, encoding=decoded.encoding,
                                 label=arrival.label, token=msg.header,
@@ -614,7 +614,7 @@ class ServingCore:
             **self._budgets.status_fields(io.name))
 
     def _goal_of(self, name: str):
-        return next(t.goal for t in self._server.tenants() if t.name == name)
+        return self._server.goal(name)
 
     def _tenant_diagnostic(self, io: _TenantIo, snapshot) -> DiagnosticStatus:
         level, problems = DiagnosticStatus.OK, []

@@ -327,6 +327,10 @@ class InferenceServer:
         with self._tenants_lock:
             return [t.config for t in self._tenants.values()]
 
+    def goal(self, name: str) -> Goal:
+        """Return the goal in force for a tenant (KeyError for an unknown one)."""
+        return self._tenant(name).config.goal
+
     def set_goal(self, name: str, goal: Union[Goal, str]) -> Goal:
         """Change a tenant's goal; frames submitted from now on are served under it."""
         goal = self._checked_goal(goal)

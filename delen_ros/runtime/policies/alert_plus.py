@@ -60,22 +60,13 @@ class AlertPlusPolicy(AlertPolicy):
                          accuracy_tolerance=accuracy_tolerance, period_ms=period_ms,
                          measurement_noise=measurement_noise, process_noise=process_noise,
                          forgetting=forgetting)
-        for label, value, low in (('explore_every', explore_every, 1),
-                                  ('max_backoff', max_backoff, 1),
-                                  ('tail_window', tail_window, 0)):
-            if isinstance(value, bool) or int(value) != value or value < low:
-                raise PolicyError(f'{self.name}: {label} must be an integer >= {low}, '
-                                  f'got {value!r}')
-        if not 0.0 <= float(explore_max_miss) <= 1.0:
-            raise PolicyError(f'{self.name}: explore_max_miss must be in [0, 1], '
-                              f'got {explore_max_miss!r}')
+        self.explore_every = self._check_count('explore_every', explore_every, 1)
+        self.max_backoff = self._check_count('max_backoff', max_backoff, 1)
+        self.tail_window = self._check_count('tail_window', tail_window, 0)
+        self.explore_max_miss = self._check_fraction('explore_max_miss', explore_max_miss)
         if not (math.isfinite(float(slow_margin)) and float(slow_margin) >= 1.0):
             raise PolicyError(f'{self.name}: slow_margin must be >= 1, got {slow_margin!r}')
-        self.explore_every = int(explore_every)
-        self.max_backoff = int(max_backoff)
-        self.explore_max_miss = float(explore_max_miss)
         self.slow_margin = float(slow_margin)
-        self.tail_window = int(tail_window)
         self.residuals: Dict[int, Deque[float]] = {}
         self.filters: Dict[int, SlowdownFilter] = {}
         self.energy_filters: Dict[int, SlowdownFilter] = {}

@@ -132,6 +132,18 @@ class Policy(abc.ABC):
                               'cores this process may use')
         self.threads = None if threads is None else int(threads)
 
+    def _check_fraction(self, label: str, value: Any, high: float = 1.0) -> float:
+        """Return ``value`` as a float in [0, high], else raise PolicyError naming it."""
+        if not (math.isfinite(float(value)) and 0.0 <= float(value) <= high):
+            raise PolicyError(f'{self.name}: {label} must be in [0, {high:g}], got {value!r}')
+        return float(value)
+
+    def _check_count(self, label: str, value: Any, low: int) -> int:
+        """Return ``value`` as an integer >= low, else raise PolicyError naming it."""
+        if isinstance(value, bool) or int(value) != value or value < low:
+            raise PolicyError(f'{self.name}: {label} must be an integer >= {low}, got {value!r}')
+        return int(value)
+
     def attach(self, profile: Any) -> None:
         """Check the policy against the model's profile when given to a tenant (PolicyError)."""
 

@@ -16,10 +16,9 @@ it down, so the threshold used for stopping early is raised by a small integral 
 fed with the expected accuracy of every final answer (no labels needed).
 """
 
-import math
 from typing import Any, Dict, Optional
 
-from .base import Outcome, Plan, Policy, PolicyError, register_policy, RequestContext
+from .base import Outcome, Plan, Policy, register_policy, RequestContext
 from ..conditions import ExitStatus, next_stage_fits
 from ..goals import GoalKind
 
@@ -40,11 +39,8 @@ class BudgetPolicy(Policy):
     def __init__(self, *, threads: Optional[int] = None, accuracy_margin: float = 0.01,
                  gain: float = 0.05) -> None:
         super().__init__(threads=threads)
-        for label, value in (('accuracy_margin', accuracy_margin), ('gain', gain)):
-            if not (math.isfinite(float(value)) and 0.0 <= float(value) <= 1.0):
-                raise PolicyError(f'budget: {label} must be in [0, 1], got {value!r}')
-        self.accuracy_margin = float(accuracy_margin)
-        self.gain = float(gain)
+        self.accuracy_margin = self._check_fraction('accuracy_margin', accuracy_margin)
+        self.gain = self._check_fraction('gain', gain)
         self.fits = next_stage_fits()
         self.boost = 0.0
         self._bound: Optional[float] = None

@@ -109,28 +109,16 @@ class CoordinatedPolicy(Policy):
                  explore_every: int = 50, max_backoff: int = 16, slow_margin: float = 1.5,
                  tail_window: int = 100) -> None:
         super().__init__(threads=threads)
-        for label, value, high in (('max_miss', max_miss, 0.5), ('tolerance', tolerance, 1.0),
-                                   ('accuracy_margin', accuracy_margin, 1.0),
-                                   ('gain', gain, 1.0)):
-            if not (math.isfinite(float(value)) and 0.0 <= float(value) <= high):
-                raise PolicyError(f'{self.name}: {label} must be in [0, {high:g}], '
-                                  f'got {value!r}')
-        for label, value, low in (('explore_every', explore_every, 1),
-                                  ('max_backoff', max_backoff, 1),
-                                  ('tail_window', tail_window, 0)):
-            if isinstance(value, bool) or int(value) != value or value < low:
-                raise PolicyError(f'{self.name}: {label} must be an integer >= {low}, '
-                                  f'got {value!r}')
+        self.max_miss = self._check_fraction('max_miss', max_miss, 0.5)
+        self.tolerance = self._check_fraction('tolerance', tolerance)
+        self.accuracy_margin = self._check_fraction('accuracy_margin', accuracy_margin)
+        self.gain = self._check_fraction('gain', gain)
+        self.explore_every = self._check_count('explore_every', explore_every, 1)
+        self.max_backoff = self._check_count('max_backoff', max_backoff, 1)
+        self.tail_window = self._check_count('tail_window', tail_window, 0)
         if not (math.isfinite(float(slow_margin)) and float(slow_margin) >= 1.0):
             raise PolicyError(f'{self.name}: slow_margin must be >= 1, got {slow_margin!r}')
-        self.max_miss = float(max_miss)
-        self.tolerance = float(tolerance)
-        self.accuracy_margin = float(accuracy_margin)
-        self.gain = float(gain)
-        self.explore_every = int(explore_every)
-        self.max_backoff = int(max_backoff)
         self.slow_margin = float(slow_margin)
-        self.tail_window = int(tail_window)
         self.z = statistics.NormalDist().inv_cdf(1.0 - self.max_miss) if max_miss > 0 else 4.0
         self.settings: Dict[int, SettingState] = {}
         self.boost = 0.0
