@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from delen_ros.msg import TenantStatus
+from node_harness import wait_for
 import numpy as np
 from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters, SetParameters
@@ -212,7 +213,7 @@ def send_class(image_class: ImageClass, frame: np.ndarray, frame_id: str, *,
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         publish(image_class.message(frame, frame_id=frame_id, stamp=stamp()))
-        latest = _wait(counted, 1.0)
+        latest = wait_for(counted, 1.0, interval=0.01)
         if latest is None:
             continue  # best effort: lost on the way, send it again
         if image_class.expect == 'accounted':
@@ -221,19 +222,10 @@ def send_class(image_class: ImageClass, frame: np.ndarray, frame_id: str, *,
             return 'rejected'
         if image_class.expect == 'rejected':
             return 'not rejected'
-        if _wait(lambda: answered(frame_id), end - time.monotonic()):
+        if wait_for(lambda: answered(frame_id), end - time.monotonic(), interval=0.01):
             return 'served'
         return 'counted, not answered'
     return 'never counted'
-
-
-def _wait(predicate, timeout):
-    end = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < end:
-        time.sleep(0.01)
-        value = predicate()
-    return value
 
 
 def image_classes() -> Tuple[ImageClass, ...]:
