@@ -6,6 +6,12 @@ False, so rclpy's executors leave them out of their wait sets, single- or multi-
 The runtime's inference worker owns an rcl wait set over them plus a guard condition: it
 waits there while idle and takes new frames between stages (``poll``), so a frame goes from
 DDS to the network on one thread. Parameters, timers and status stay on the executor.
+
+Their QoS events (deadline missed, message lost, incompatible QoS) are in no wait set that
+blocks: Fast DDS wakes a wait on a reader's events while any sample is unread, so an
+executor waiting on them spins, nothing ready, for as long as frames wait for the worker,
+and takes the GIL the worker needs (3 tenants at 20 Hz: 2,800 empty wake-ups in 14 s
+against 170). ``take_events`` takes them without blocking, from a timer.
 """
 
 import collections
@@ -113,6 +119,31 @@ class ImageIntake:
             if self._context.ok():
                 raise
             time.sleep(timeout)
+
+    def take_events(self) -> int:
+        """Run the callbacks of the subscriptions' QoS events that fired; never blocks."""
+        handlers = [handler for subscription, _ in self._entries
+                    for handler in subscription.event_handlers]
+        if not handlers or not self._context.ok():
+            return 0
+        try:
+            with contextlib.ExitStack() as stack:
+                for handler in handlers:
+                    stack.enter_context(handler)
+                wait_set = _rclpy.WaitSet(0, 0, 0, 0, 0, len(handlers), self._context.handle)
+                for handler in handlers:
+                    handler.add_to_wait_set(wait_set)
+                wait_set.wait(0)
+                events = [(handler, handler.take_data()) for handler in handlers
+                          if handler.is_ready(wait_set)]
+        except Exception:  # noqa: B902 - the context went down under us
+            if self._context.ok():
+                raise
+            return 0
+        for handler, event in events:
+            if event is not None:
+                handler.callback(event)
+        return len(events)
 
     def waited_p50(self) -> str:
         """Median time recent frames waited between reaching this process and being taken."""

@@ -169,7 +169,7 @@ class ServingCore:
         self._timers = [
             node.create_timer(self._value('status_period_s'), self._status_callback,
                               callback_group=self._timer_group, clock=steady),
-            node.create_timer(0.5, self._publishers_callback,
+            node.create_timer(0.5, self._graph_callback,
                               callback_group=self._timer_group, clock=steady)]
         self._server.start()
         meter = self._server.meter
@@ -311,7 +311,7 @@ class ServingCore:
         except Exception:
             self._forget_tenant(io)
             raise
-        self._publishers_callback()
+        self._graph_callback()
         return (f'tenant {name}: {self._goal_of(name)} on {io.subscriptions[0].topic_name} -> '
                 f'{io.result_publisher.topic_name}')
 
@@ -355,9 +355,9 @@ class ServingCore:
         subscription = self.node.create_subscription(
             io.input.message_type, io.input.topic, callback, qos, event_callbacks=events,
             callback_group=self._intake.group)
-        for handler in subscription.event_handlers:  # QoS events stay on the executor
-            handler.callback_group = io.callback_group
-            io.callback_group.add_entity(handler)
+        for handler in subscription.event_handlers:  # taken by ImageIntake.take_events
+            handler.callback_group = self._intake.group
+            self._intake.group.add_entity(handler)
         self._intake.add(subscription, callback)
         io.subscriptions.append(subscription)
         io.image_subscription = subscription
@@ -537,8 +537,9 @@ class ServingCore:
                 f'{"dropped" if io.values["on_infeasible"] == "drop" else "answered late"}')
         io.unmeetable = problems
 
-    def _publishers_callback(self) -> None:
-        """Follow the deadline QoS offered on each input topic (publishers come and go)."""
+    def _graph_callback(self) -> None:
+        """Take the image subscriptions' QoS events; follow the publishers of each input."""
+        self._intake.take_events()
         for io in self._tenants.values():
             try:
                 infos = self.node.get_publishers_info_by_topic(io.input.topic)
