@@ -6,6 +6,10 @@ import threading
 from delen_ros.engine.profiling import load_profile
 from delen_ros.runtime import (AccuracyCurve, CostModel, EdfScheduler, PowerModel, Request,
                                SlowdownFilter, TenantStats)
+from delen_ros.runtime.stats import sorted_percentile
+import hypothesis
+from hypothesis import strategies as st
+import numpy as np
 import pytest
 
 
@@ -160,3 +164,12 @@ def test_tenant_stats_windows_labels_and_counts():
     empty = TenantStats('e', num_exits=2).snapshot()
     assert math.isnan(empty.latency_p99_ms) and math.isnan(empty.accuracy)
     assert empty.deadline_met_ratio == 1.0
+
+
+@hypothesis.given(st.lists(st.floats(0.0, 1e4), min_size=1, max_size=300),
+                  st.floats(0.0, 100.0))
+def test_sorted_percentile_is_numpys_linear_percentile(values, q):
+    values.sort()
+    assert sorted_percentile(values, q) == pytest.approx(float(np.percentile(values, q)),
+                                                         rel=1e-9, abs=1e-9)
+    assert math.isnan(sorted_percentile([], q))
