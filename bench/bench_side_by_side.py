@@ -8,7 +8,7 @@ Processes, all real, over Fast DDS on loopback:
 - the system under test, one after the other on the same streams: the plain peer
   (bench/plain_peer_node.py) with torch's default threads and with 1 thread, then the installed
   delen_server (one tenant per stream, ``latency_ms: 0``: the bound is the offered deadline,
-  ``budget`` policy), and with --cpu-priority once more with that server parameter;
+  the server's default policy), and with --cpu-priority once more with that server parameter;
 - this process receives the results and times them from the image stamp to their receipt;
 - in the contention phase, one CPU-bound process per core, started and stopped here.
 
