@@ -6,8 +6,9 @@ For each transport setting (the shipped config/fastdds.xml, then Fast DDS's defa
 installed `server` runs with one tenant, and a camera process streams rgb8 frames best effort
 (sensor-data QoS) at each size and rate of --streams. Per stream: frames sent, frames the server
 received (TenantStatus.frames_received), frames DDS reported lost (the message-lost event,
-TenantStatus.frames_lost), and the rest: frames that vanished uncounted (overwritten in the
-subscription's history when the image callback fell behind).
+TenantStatus.frames_lost), frames the server counted as never taken (TenantStatus.frames_missed,
+from gaps in the publisher's sequence numbers: the lost ones plus those overwritten in the
+subscription's history), and the rest: frames that vanished uncounted.
 
 Usage: bench/bench_large_images.py [--seconds S] [--streams 640x480@30 1280x720@15]
        [--queue-size N]
@@ -78,7 +79,8 @@ class Status:
     def counts(self):
         with self.lock:
             msg = self.msg
-        return (0, 0) if msg is None else (msg.frames_received, msg.frames_lost)
+        return ((0, 0, 0) if msg is None
+                else (msg.frames_received, msg.frames_lost, msg.frames_missed))
 
 
 def _wait(predicate, timeout):
@@ -104,7 +106,7 @@ def _environment(profile, folder):
 
 
 def measure(status, stream, seconds, env):
-    """Stream from a camera process; return (sent, received, lost) for that stream."""
+    """Stream from a camera process; return (sent, received, lost, missed) for that stream."""
     width, height, rate = stream
     camera = subprocess.Popen(
         [sys.executable, __file__, '--camera', f'{width}x{height}@{rate:g}',
@@ -125,15 +127,14 @@ def measure(status, stream, seconds, env):
 
     def delta():
         now = status.counts()
-        return now[0] - before[0], now[1] - before[1]
+        return tuple(after - then for after, then in zip(now, before))
     # The last frames and statuses still travel: wait until they are in, or 3 s of silence.
     last, quiet_since = None, time.monotonic()
-    while time.monotonic() - quiet_since < 3.0 and sum(delta()) < sent:
+    while time.monotonic() - quiet_since < 3.0 and delta()[0] + delta()[2] < sent:
         if delta() != last:
             last, quiet_since = delta(), time.monotonic()
         time.sleep(0.1)
-    received, lost = delta()
-    return sent, received, lost
+    return (sent, *delta())
 
 
 def run_setting(status, profile, streams, seconds, folder, queue_size):
@@ -202,12 +203,13 @@ def main():
     print(f'# {platform.node()} {platform.machine()}, {os.cpu_count()} cores, load average '
           f'{os.getloadavg()[0]:.1f} at the end, {args.seconds:g} s per stream, best effort, '
           f'camera in another process, queue_size {args.queue_size}\n')
-    print('| transport | stream | sent | received | lost (counted) | uncounted | received % |')
-    print('|---|---|---:|---:|---:|---:|---:|')
-    for profile, (width, height, rate), sent, received, lost in rows:
+    print('| transport | stream | sent | received | missed (counted) | of them lost in DDS '
+          '| uncounted | received % |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|')
+    for profile, (width, height, rate), sent, received, lost, missed in rows:
         name = 'config/fastdds.xml' if profile else 'Fast DDS defaults'
-        print(f'| {name} | {width}x{height} rgb8 @ {rate:g} Hz | {sent} | {received} | {lost} '
-              f'| {max(0, sent - received - lost)} | {100.0 * received / sent:.1f} |')
+        print(f'| {name} | {width}x{height} rgb8 @ {rate:g} Hz | {sent} | {received} | {missed} '
+              f'| {lost} | {max(0, sent - received - missed)} | {100.0 * received / sent:.1f} |')
     executor.shutdown()
     spinner.join(timeout=5.0)
     node.destroy_node()

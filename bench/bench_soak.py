@@ -18,8 +18,9 @@ accuracy goal and no latency bound (its publisher offers no deadline). From othe
    answer within bound is the recovery time.
 
 A crashed server is counted, its log kept, and a new one started for the next part.
-Prints a markdown table: classes tried, crashes, frames lost uncounted (published against
-frames_received + frames_lost of TenantStatus), RSS growth, answered share per tenant,
+Prints a markdown table: classes tried, crashes, frames uncounted (published against
+frames_received + frames_missed of TenantStatus; frames_missed includes the frames_lost DDS
+reports), RSS growth, answered share per tenant,
 recovery time.
 
 Usage: bench/bench_soak.py [--rounds 2] [--overload-s 60] [--overload-hz 500] [--seed 1]
@@ -259,15 +260,16 @@ def overload(server, probe, streams, receiver, seconds, rate_hz):
         got = answers[s.tenant]
         sent = published.get(s.tenant, 0) + recovery_published.get(s.tenant, 0)
         b, a = before[s.tenant], after[s.tenant]
-        counted = lost = None
+        counted = lost = missed = None
         if a is not None and b is not None:
             counted = a.frames_received - b.frames_received
             lost = a.frames_lost - b.frames_lost
+            missed = a.frames_missed - b.frames_missed
         bound = s.deadline_ms
         in_time = _in_time(receiver.of(s.tenant, 'recovery'), bound)
         result[s.tenant] = {
-            'published': sent, 'received': counted, 'lost counted': lost,
-            'uncounted': None if counted is None else sent - counted - lost,
+            'published': sent, 'received': counted, 'lost counted': lost, 'missed': missed,
+            'uncounted': None if counted is None else sent - counted - missed,
             'answers': len(got), 'share': len(got) / total if total else float('nan'),
             'in time': (statistics.mean(x.latency_ms <= bound for x in got)
                         if bound and got else None),
@@ -317,9 +319,9 @@ def report(args, images, fuzz, load, result, server, started):
           f'{", ".join(fuzz["answered after restore"].values())} |')
     for name, t in ((f'{LATENCY_TENANT} (latency, {LATENCY_BOUND_MS:g} ms)', t0),
                     (f'{ACCURACY_TENANT} (accuracy ≥ {MIN_ACCURACY}, no bound)', t1)):
-        print(f'| overload {name}: published / received / lost (counted) / uncounted | '
-              f'{t["published"]} / {t["received"]} / {t["lost counted"]} / '
-              f'**{t["uncounted"]}** |')
+        print(f'| overload {name}: published / received / missed (of them lost in DDS) / '
+              f'uncounted | {t["published"]} / {t["received"]} / {t["missed"]} '
+              f'({t["lost counted"]}) / **{t["uncounted"]}** |')
         recovery = (f'none in time within {RECOVERY_MAX_S:g} s' if t['recovery_s'] is None
                     else f'{t["recovery_s"]:.2f} s')
         print(f'| overload {name}: answers, share, in time; recovery | {t["answers"]}, '

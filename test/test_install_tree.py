@@ -33,6 +33,7 @@ TENANT_STATUS_FIELDS = {
     'labelled_frames': 'uint64', 'latency_bound_ms': 'float', 'min_accuracy': 'float',
     'energy_bound_mj': 'float', 'base_latency_bound_ms': 'float', 'base_min_accuracy': 'float',
     'base_energy_bound_mj': 'float', 'adjustment_reason': 'string', 'frames_lost': 'uint64',
+    'frames_missed': 'uint64',
     'dropped_queue': 'uint64', 'dropped_infeasible': 'uint64', 'dropped_shutdown': 'uint64',
     'frames_late': 'uint64', 'frames_failed': 'uint64', 'stamps_zero': 'uint64',
     'stamps_future': 'uint64', 'stamps_stale': 'uint64',

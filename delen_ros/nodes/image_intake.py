@@ -7,6 +7,9 @@ The runtime's inference worker owns an rcl wait set over them plus a guard condi
 waits there while idle and takes new frames between stages (``poll``), so a frame goes from
 DDS to the network on one thread. Parameters, timers and status stay on the executor.
 
+Frames that never reach the worker (lost in transport, or replaced in a subscription's
+history while the worker was busy) show as gaps in each publisher's sequence numbers.
+
 Their QoS events (deadline missed, message lost, incompatible QoS) are in no wait set that
 blocks: Fast DDS wakes a wait on a reader's events while any sample is unread, so an
 executor waiting on them spins, nothing ready, for as long as frames wait for the worker,
@@ -18,13 +21,13 @@ import collections
 import contextlib
 import threading
 import time
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from rclpy.callback_groups import CallbackGroup
 from rclpy.guard_condition import GuardCondition
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 
-__all__ = ['ImageIntake', 'NeverExecutedGroup']
+__all__ = ['ImageIntake', 'NeverExecutedGroup', 'sequence_gap']
 
 
 class NeverExecutedGroup(CallbackGroup):
@@ -44,9 +47,11 @@ class ImageIntake:
     """
     A FrameSource (delen_ros.runtime.server) over a node's image subscriptions.
 
-    ``add(subscription, on_message)``: ``on_message(msg, transport_ms)`` runs on the worker
-    for every frame taken; ``transport_ms`` is the middleware's receive time minus the
-    publisher's source time (None when the middleware gives neither). ``waited_ms`` keeps the
+    ``add(subscription, on_message, on_missed)``: ``on_message(msg, transport_ms)`` runs on
+    the worker for every frame taken; ``transport_ms`` is the middleware's receive time minus
+    the publisher's source time (None when the middleware gives neither). ``on_missed(n)``
+    runs when a publisher's sequence numbers skip ``n`` frames (the middleware must give
+    them: Fast DDS does). ``waited_ms`` keeps the
     last frames' time between reaching this process and being taken. ``taken`` counts frames;
     ``waits`` and ``wakeups`` count the worker's waits and the wake-ups by another thread
     (the hand-overs left).
@@ -55,16 +60,17 @@ class ImageIntake:
     def __init__(self, node) -> None:
         self.group = NeverExecutedGroup()
         self._context = node.context
-        self._entries: List[Tuple[object, Callable]] = []
+        self._entries: List[Tuple[object, Callable, Optional[Callable], Dict]] = []
         self._lock = threading.Lock()
         self._guard = GuardCondition(None, None, context=node.context)
         self.taken = self.waits = self.wakeups = 0
         self.waited_ms = collections.deque(maxlen=1000)
 
-    def add(self, subscription, on_message: Callable) -> None:
+    def add(self, subscription, on_message: Callable,
+            on_missed: Optional[Callable[[int], None]] = None) -> None:
         """Serve ``subscription`` (created with ``callback_group=self.group``) from the worker."""
         with self._lock:
-            self._entries = self._entries + [(subscription, on_message)]
+            self._entries = self._entries + [(subscription, on_message, on_missed, {})]
 
     def remove(self, subscription) -> None:
         """Stop serving ``subscription`` (before it is destroyed); a wait in progress restarts."""
@@ -75,7 +81,7 @@ class ImageIntake:
     def poll(self) -> int:
         """Take every frame ready now and hand it to its callback; return how many."""
         count = 0
-        for subscription, on_message in self._entries:
+        for subscription, on_message, on_missed, sequences in self._entries:
             while True:
                 try:
                     with subscription.handle:
@@ -92,6 +98,10 @@ class ImageIntake:
                 if source and received:
                     transport = (received - source) * 1e-6
                     self.waited_ms.append((time.time_ns() - received) * 1e-6)
+                if on_missed is not None:
+                    missed = sequence_gap(sequences, info)
+                    if missed:
+                        on_missed(missed)
                 on_message(msg, transport)
         self.taken += count
         return count
@@ -105,7 +115,7 @@ class ImageIntake:
         self.waits += 1
         try:
             with contextlib.ExitStack() as stack:
-                handles = [s.handle for s, _ in entries]
+                handles = [entry[0].handle for entry in entries]
                 for handle in handles:
                     stack.enter_context(handle)
                 guard = self._guard.handle
@@ -122,8 +132,7 @@ class ImageIntake:
 
     def take_events(self) -> int:
         """Run the callbacks of the subscriptions' QoS events that fired; never blocks."""
-        handlers = [handler for subscription, _ in self._entries
-                    for handler in subscription.event_handlers]
+        handlers = [handler for entry in self._entries for handler in entry[0].event_handlers]
         if not handlers or not self._context.ok():
             return 0
         try:
@@ -161,3 +170,19 @@ class ImageIntake:
     def destroy(self) -> None:
         """Release the guard condition (after the worker stopped)."""
         self._guard.destroy()
+
+
+_PUBLISHERS_KEPT = 64
+
+
+def sequence_gap(sequences: Dict[bytes, int], info: dict) -> int:
+    """Frames a publisher sent between its last frame taken here and this one."""
+    number, gid = info.get('publication_sequence_number'), info.get('publisher_gid')
+    if not number or not gid or number >= 2 ** 63:  # not given by this middleware
+        return 0
+    key = bytes(gid['data']) if isinstance(gid, dict) else bytes(gid)
+    last = sequences.pop(key, None)
+    sequences[key] = number if last is None else max(last, number)
+    if len(sequences) > _PUBLISHERS_KEPT:  # publishers come and go
+        del sequences[next(iter(sequences))]
+    return number - last - 1 if last is not None and number > last else 0

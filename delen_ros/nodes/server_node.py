@@ -90,6 +90,7 @@ class _TenantIo:
         self.stamp_warned: set = set()
         self.unmeetable: tuple = ()
         self.frames_lost = 0
+        self.frames_missed = 0
         self.reliable = False
         self.image_subscription = None
         self.callback_group = None
@@ -358,7 +359,8 @@ class ServingCore:
         for handler in subscription.event_handlers:  # taken by ImageIntake.take_events
             handler.callback_group = self._intake.group
             self._intake.group.add_entity(handler)
-        self._intake.add(subscription, callback)
+        self._intake.add(subscription, callback,
+                         on_missed=functools.partial(self._frames_missed_callback, io))
         io.subscriptions.append(subscription)
         io.image_subscription = subscription
         io.reliable = reliable
@@ -417,6 +419,9 @@ class ServingCore:
     def _message_lost_callback(self, io: _TenantIo, event) -> None:
         # Frames DDS gave up on before they reached this process (fragments lost, mostly).
         io.frames_lost += int(event.total_count_change)
+
+    def _frames_missed_callback(self, io: _TenantIo, count: int) -> None:
+        io.frames_missed += count  # on the worker; read by the status timer
 
     def _incompatible_qos_callback(self, io: _TenantIo, event) -> None:
         io.incompatible_qos = int(event.total_count)
@@ -598,7 +603,8 @@ class ServingCore:
             header=_header(stamp), tenant=io.name, goal=snapshot.goal, policy=snapshot.policy,
             frames_received=snapshot.received, frames_served=snapshot.served,
             frames_dropped=snapshot.dropped, frames_rejected=snapshot.rejected,
-            frames_lost=io.frames_lost, frames_failed=snapshot.failed,
+            frames_lost=io.frames_lost, frames_missed=io.frames_missed,
+            frames_failed=snapshot.failed,
             deadline_misses=snapshot.deadline_misses,
             deadline_met_ratio=float(snapshot.deadline_met_ratio),
             latency_mean_ms=float(snapshot.latency_mean_ms),
@@ -652,6 +658,10 @@ class ServingCore:
             level = max(level, DiagnosticStatus.WARN)
             problems.append(f'{io.frames_lost} frames lost in transport (DDS); see '
                             'docs/large_images.md')
+        if io.frames_missed > io.frames_lost:
+            level = max(level, DiagnosticStatus.WARN)
+            problems.append(f'{io.frames_missed - io.frames_lost} frames replaced in the input '
+                            'history before they were taken (a larger queue_size keeps them)')
         values = {
             'goal': snapshot.goal, 'policy': snapshot.policy,
             'input_topic': io.input.topic, 'transport': io.input.transport,
@@ -669,7 +679,7 @@ class ServingCore:
             'input_deadline_missed': io.deadline_missed,
             'incompatible_qos': io.incompatible_qos,
             'unmeetable_bounds': '; '.join(io.unmeetable),
-            'frames_lost': io.frames_lost,
+            'frames_lost': io.frames_lost, 'frames_missed': io.frames_missed,
             'input_reliability': 'reliable' if io.reliable else 'best_effort',
             **self._budgets.tenant_values(io.name),
             **{f'stamps_{check}': count for check, count in io.frame_clock.counts.items()},
