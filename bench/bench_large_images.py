@@ -8,7 +8,9 @@ installed `server` runs with one tenant, and a camera process streams rgb8 frame
 received (TenantStatus.frames_received), frames DDS reported lost (the message-lost event,
 TenantStatus.frames_lost), frames the server counted as never taken (TenantStatus.frames_missed,
 from gaps in the publisher's sequence numbers: the lost ones plus those overwritten in the
-subscription's history), and the rest: frames that vanished uncounted.
+subscription's history), and the rest: frames that vanished uncounted. Beside each stream a
+second tenant takes a small 28x28 rgb8 stream at --side-hz (50) from a second camera process:
+while one tenant streams camera-size frames, the other must lose nothing.
 
 Usage: bench/bench_large_images.py [--seconds S] [--streams 640x480@30 1280x720@15]
        [--queue-size N]
@@ -36,6 +38,8 @@ from sensor_msgs.msg import Image
 
 TENANT = 'camera'
 TOPIC = '/bench_large/image'
+SIDE_TENANT = 'side'
+SIDE_TOPIC = '/bench_large/side'
 START_TIMEOUT_S = 120.0
 
 
@@ -65,12 +69,12 @@ def run_camera(width, height, rate_hz, seconds, *, topic=TOPIC, reliable=False):
 
 
 class Status:
-    """The latest TenantStatus of the tenant."""
+    """The latest TenantStatus of a tenant."""
 
-    def __init__(self, node):
+    def __init__(self, node, tenant=TENANT):
         self.msg = None
         self.lock = threading.Lock()
-        node.create_subscription(TenantStatus, f'/delen/{TENANT}/status', self._callback, 10)
+        node.create_subscription(TenantStatus, f'/delen/{tenant}/status', self._callback, 10)
 
     def _callback(self, msg):
         with self.lock:
@@ -105,50 +109,66 @@ def _environment(profile, folder):
     return env
 
 
-def measure(status, stream, seconds, env):
-    """Stream from a camera process; return (sent, received, lost, missed) for that stream."""
+def _start_camera(stream, seconds, env, topic):
     width, height, rate = stream
     camera = subprocess.Popen(
         [sys.executable, __file__, '--camera', f'{width}x{height}@{rate:g}',
-         '--seconds', str(seconds)],
+         '--seconds', str(seconds), '--topic', topic],
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        if camera.stdout.readline().strip() != 'matched':
-            raise RuntimeError('the camera process did not start')
-        before = status.counts()
-        camera.stdin.write('go\n')
-        camera.stdin.flush()
-        sent = int(camera.stdout.readline())
-        camera.wait(timeout=START_TIMEOUT_S)
-    finally:
-        if camera.poll() is None:
-            camera.kill()
-            camera.wait()
+    if camera.stdout.readline().strip() != 'matched':
+        camera.kill()
+        raise RuntimeError('the camera process did not start')
+    return camera
 
+
+def _counts_after(status, before, sent):
+    """(received, lost, missed) since ``before``, once the last frames and statuses are in."""
     def delta():
-        now = status.counts()
-        return tuple(after - then for after, then in zip(now, before))
-    # The last frames and statuses still travel: wait until they are in, or 3 s of silence.
+        return tuple(now - then for now, then in zip(status.counts(), before))
     last, quiet_since = None, time.monotonic()
     while time.monotonic() - quiet_since < 3.0 and delta()[0] + delta()[2] < sent:
         if delta() != last:
             last, quiet_since = delta(), time.monotonic()
         time.sleep(0.1)
-    return (sent, *delta())
+    return delta()
 
 
-def run_setting(status, profile, streams, seconds, folder, queue_size):
+def measure(statuses, stream, seconds, env, side_hz):
+    """Stream from a camera process (and the side stream); return the counts of both."""
+    cameras = []
+    try:
+        cameras.append(_start_camera(stream, seconds, env, TOPIC))
+        cameras.append(_start_camera((28, 28, side_hz), seconds, env, SIDE_TOPIC))
+        before = [status.counts() for status in statuses]
+        for camera in cameras:
+            camera.stdin.write('go\n')
+            camera.stdin.flush()
+        sent = [int(camera.stdout.readline()) for camera in cameras]
+        for camera in cameras:
+            camera.wait(timeout=START_TIMEOUT_S)
+    finally:
+        for camera in cameras:
+            if camera.poll() is None:
+                camera.kill()
+                camera.wait()
+    return [(count, *_counts_after(status, then, count))
+            for status, then, count in zip(statuses, before, sent)]
+
+
+def run_setting(statuses, profile, streams, seconds, folder, queue_size, side_hz):
     """Start the server with or without the profile; measure every stream."""
     env = _environment(profile, folder)
     params = folder / 'params.yaml'
     params.write_text(f"""delen_server:
   ros__parameters:
-    tenants: [{TENANT}]
+    tenants: [{TENANT}, {SIDE_TENANT}]
     status_period_s: 0.2
     {TENANT}.input_topic: {TOPIC}
     {TENANT}.input_deadline_ms: 0.0
     {TENANT}.latency_ms: 500.0
     {TENANT}.queue_size: {queue_size}
+    {SIDE_TENANT}.input_topic: {SIDE_TOPIC}
+    {SIDE_TENANT}.latency_ms: 20.0
 """)
     server = subprocess.Popen(
         [str(Path(get_package_prefix('delen_ros')) / 'lib' / 'delen_ros' / 'server'),
@@ -156,14 +176,15 @@ def run_setting(status, profile, streams, seconds, folder, queue_size):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
     try:
-        if not _wait(lambda: status.msg is not None, START_TIMEOUT_S):
+        if not _wait(lambda: all(s.msg is not None for s in statuses), START_TIMEOUT_S):
             raise RuntimeError('the server did not start')
         for stream in streams:
-            rows.append((profile, stream, *measure(status, stream, seconds, env)))
+            rows.append((profile, stream, *measure(statuses, stream, seconds, env, side_hz)))
     finally:
         server.send_signal(2)
         server.wait(timeout=60)
-        status.msg = None
+        for status in statuses:
+            status.msg = None
     return rows
 
 
@@ -181,6 +202,8 @@ def main():
                         default=[(640, 480, 30.0), (1280, 720, 15.0)])
     parser.add_argument('--queue-size', type=int, default=2,
                         help="the tenant's queue_size, also its subscription's history depth")
+    parser.add_argument('--side-hz', type=float, default=50.0,
+                        help='rate of the second tenant\'s 28x28 stream beside each stream')
     parser.add_argument('--camera', type=_stream, help=argparse.SUPPRESS)
     parser.add_argument('--topic', default=TOPIC, help=argparse.SUPPRESS)
     parser.add_argument('--reliable', action='store_true', help=argparse.SUPPRESS)
@@ -190,7 +213,7 @@ def main():
         return
     rclpy.init()
     node = rclpy.create_node('bench_large_images')
-    status = Status(node)
+    statuses = [Status(node, TENANT), Status(node, SIDE_TENANT)]
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -198,18 +221,20 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for profile in (True, False):
-            rows += run_setting(status, profile, args.streams, args.seconds, Path(folder),
-                                args.queue_size)
+            rows += run_setting(statuses, profile, args.streams, args.seconds, Path(folder),
+                                args.queue_size, args.side_hz)
     print(f'# {platform.node()} {platform.machine()}, {os.cpu_count()} cores, load average '
           f'{os.getloadavg()[0]:.1f} at the end, {args.seconds:g} s per stream, best effort, '
           f'camera in another process, queue_size {args.queue_size}\n')
     print('| transport | stream | sent | received | missed (counted) | of them lost in DDS '
-          '| uncounted | received % |')
-    print('|---|---|---:|---:|---:|---:|---:|---:|')
-    for profile, (width, height, rate), sent, received, lost, missed in rows:
+          f'| uncounted | received % | side {args.side_hz:g} Hz: sent / received / missed |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---|')
+    for profile, (width, height, rate), main_counts, side_counts in rows:
+        sent, received, lost, missed = main_counts
         name = 'config/fastdds.xml' if profile else 'Fast DDS defaults'
         print(f'| {name} | {width}x{height} rgb8 @ {rate:g} Hz | {sent} | {received} | {missed} '
-              f'| {lost} | {max(0, sent - received - missed)} | {100.0 * received / sent:.1f} |')
+              f'| {lost} | {max(0, sent - received - missed)} | {100.0 * received / sent:.1f} '
+              f'| {side_counts[0]} / {side_counts[1]} / {side_counts[3]} |')
     executor.shutdown()
     spinner.join(timeout=5.0)
     node.destroy_node()
