@@ -203,7 +203,7 @@ def main():
     parser.add_argument('--queue-size', type=int, default=2,
                         help="the tenant's queue_size, also its subscription's history depth")
     parser.add_argument('--side-hz', type=float, default=50.0,
-                        help='rate of the second tenant\'s 28x28 stream beside each stream')
+                        help="rate of the second tenant's 28x28 stream beside each stream")
     parser.add_argument('--camera', type=_stream, help=argparse.SUPPRESS)
     parser.add_argument('--topic', default=TOPIC, help=argparse.SUPPRESS)
     parser.add_argument('--reliable', action='store_true', help=argparse.SUPPRESS)
