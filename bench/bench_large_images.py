@@ -123,14 +123,15 @@ def _start_camera(stream, seconds, env, topic):
 
 def _counts_after(status, before, sent):
     """(received, lost, missed) since ``before``, once the last frames and statuses are in."""
-    def delta():
-        return tuple(now - then for now, then in zip(status.counts(), before))
     last, quiet_since = None, time.monotonic()
-    while time.monotonic() - quiet_since < 3.0 and delta()[0] + delta()[2] < sent:
-        if delta() != last:
-            last, quiet_since = delta(), time.monotonic()
+    while True:
+        delta = tuple(now - then for now, then in zip(status.counts(), before))
+        received, _, missed = delta
+        if received + missed >= sent or time.monotonic() - quiet_since >= 3.0:
+            return delta
+        if delta != last:
+            last, quiet_since = delta, time.monotonic()
         time.sleep(0.1)
-    return delta()
 
 
 def measure(statuses, stream, seconds, env, side_hz):

@@ -180,7 +180,7 @@ def sequence_gap(sequences: Dict[bytes, int], info: dict) -> int:
     number, gid = info.get('publication_sequence_number'), info.get('publisher_gid')
     if not number or not gid or number >= 2 ** 63:  # not given by this middleware
         return 0
-    key = bytes(gid['data']) if isinstance(gid, dict) else bytes(gid)
+    key = bytes(gid['data'])
     last = sequences.pop(key, None)
     sequences[key] = number if last is None else max(last, number)
     if len(sequences) > _PUBLISHERS_KEPT:  # publishers come and go
