@@ -92,9 +92,31 @@ def test_bad_arguments_give_clear_errors(kwargs, message):
 
 
 def test_too_few_stages_and_unsupported_models_are_refused():
-    with pytest.raises(ValueError, match='at least 2 stages'):
-        MultiExitNetwork([torch.nn.Identity()], [torch.nn.Identity()])
+    with pytest.raises(ValueError, match='at least one stage'):
+        MultiExitNetwork([], [])
+    with pytest.raises(ValueError, match='1 stages but 2 exit heads'):
+        MultiExitNetwork([torch.nn.Identity()], [torch.nn.Identity(), torch.nn.Identity()])
     with pytest.raises(ValueError, match='unsupported model type'):
         from_torchvision(models.vgg11(weights=None), num_classes=10)
     with pytest.raises(ValueError, match='num_exits'):
         from_torchvision(models.resnet18(weights=None), num_classes=10, num_exits=1)
+
+
+def test_a_traditional_network_is_one_stage_with_its_classifier():
+    config = MultiExitConfig(
+        arch='compact_resnet', num_classes=10,
+        input_spec=InputSpec(height=28, width=28, channels=1, mean=(0.5,), std=(0.5,)),
+        options={'widths': [8, 16, 32], 'num_exits': 1})
+    network = build_multi_exit(config).eval()
+    assert network.num_exits == 1
+    x = torch.randn(2, 1, 28, 28)
+    with torch.inference_mode():
+        state = network.begin(x)
+        logits = network.step(state, evaluate_head=False)  # the final head always runs
+        assert state.done
+        assert torch.allclose(logits, network.forward_final(x))
+        assert torch.allclose(network(x)[0], logits)
+    with pytest.raises(ValueError, match='3 widths has 3 exits, or 1'):
+        build_multi_exit(MultiExitConfig(
+            arch='compact_resnet', num_classes=10, input_spec=config.input_spec,
+            options={'widths': [8, 16, 32], 'num_exits': 2}))

@@ -163,11 +163,17 @@ def build_multi_exit(config: MultiExitConfig, *,
     """Build the (untrained) multi-exit network a config describes."""
     size = config.input_spec.size
     channels = config.input_spec.channels
-    exits = int(num_exits or config.options.get('num_exits', 4))
+    exits = num_exits or config.options.get('num_exits')
     if config.arch == 'compact_resnet':
         widths = config.options.get('widths', COMPACT_RESNET_WIDTHS)
+        exits = int(exits or len(widths))
         stages, classifier = compact_resnet_stages(
             in_channels=channels, num_classes=config.num_classes, widths=widths)
+        if exits == 1:
+            stages = [nn.Sequential(*stages)]  # a traditional network: no early exits
+        elif exits != len(stages):
+            raise ValueError(f'compact_resnet with {len(stages)} widths has {len(stages)} '
+                             f'exits, or 1 (traditional); got num_exits={exits}')
         try:
             return _attach_heads(stages, classifier, num_classes=config.num_classes,
                                  input_size=size, in_channels=channels,
@@ -177,4 +183,4 @@ def build_multi_exit(config: MultiExitConfig, *,
                              f'{str(error).splitlines()[0]}') from None
     return from_torchvision(_torchvision_model(config), num_classes=config.num_classes,
                             input_size=size, in_channels=channels,
-                            head_channels=config.head_channels, num_exits=exits)
+                            head_channels=config.head_channels, num_exits=int(exits or 4))

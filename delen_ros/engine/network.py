@@ -53,14 +53,15 @@ class MultiExitNetwork(nn.Module):
     """
     A backbone cut into stages, with one exit head after each stage.
 
-    The last head is the backbone's own classifier. ``forward`` returns every exit's logits
+    The last head is the backbone's own classifier. One stage with its classifier is a
+    traditional (single-exit) network: the runtime serves it like any other, with one exit. ``forward`` returns every exit's logits
     (for training); ``begin``/``step`` run one stage at a time (for serving).
     """
 
     def __init__(self, stages: Sequence[nn.Module], heads: Sequence[nn.Module]) -> None:
         super().__init__()
-        if len(stages) < 2:
-            raise ValueError(f'a multi-exit network needs at least 2 stages, got {len(stages)}')
+        if len(stages) < 1:
+            raise ValueError('a network needs at least one stage and its classifier')
         if len(stages) != len(heads):
             raise ValueError(f'{len(stages)} stages but {len(heads)} exit heads; need one each')
         self.stages = nn.ModuleList(stages)

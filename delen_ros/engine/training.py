@@ -40,7 +40,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 0.1
     weight_decay: float = 5e-4
-    exit_weights: Tuple[float, ...] = (0.5, 0.5, 0.5, 1.0)
+    exit_weights: Tuple[float, ...] = ()
     distill_temperature: float = 3.0
     use_labels: bool = True
     init: Optional[Path] = None
@@ -60,7 +60,8 @@ class TrainConfig:
             raise ValueError('epochs and batch_size must be positive')
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f'lr must be positive, got {self.lr}')
-        if any(w < 0 for w in self.exit_weights) or not any(self.exit_weights):
+        if self.exit_weights and (any(w < 0 for w in self.exit_weights)
+                                  or not any(self.exit_weights)):
             raise ValueError(
                 f'exit weights must be non-negative, not all zero: {self.exit_weights}')
         if self.mode == 'joint' and not self.use_labels:
@@ -146,7 +147,8 @@ def train(config: TrainConfig) -> Dict[str, object]:
         loaded = load_checkpoint(config.init)
         model_config = loaded.config
         network = loaded.network
-    weights = tuple(config.exit_weights)
+    # Default: the final exit counts fully, each early exit half.
+    weights = tuple(config.exit_weights) or (0.5,) * (network.num_exits - 1) + (1.0,)
     if len(weights) != network.num_exits:
         raise ValueError(f'{len(weights)} exit weights for {network.num_exits} exits')
 
@@ -256,7 +258,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--batch-size', type=int, default=128)
     parser.add_argument('--lr', type=float, default=0.1)
     parser.add_argument('--weight-decay', type=float, default=5e-4)
-    parser.add_argument('--exit-weights', type=float, nargs='+', default=[0.5, 0.5, 0.5, 1.0])
+    parser.add_argument('--exit-weights', type=float, nargs='+', default=[],
+                        help='loss weight per exit (default: 0.5 each, 1.0 for the last)')
+    parser.add_argument('--widths', type=int, nargs='+',
+                        help='compact_resnet stage widths (default: 24 64 128 256)')
+    parser.add_argument('--num-exits', type=int,
+                        help='exits (compact_resnet: one per width, or 1 for a traditional '
+                             'single-exit network)')
     parser.add_argument('--distill-temperature', type=float, default=3.0)
     parser.add_argument('--no-labels', action='store_true',
                         help='distill mode only: ignore labels (pure self-distillation)')
@@ -272,6 +280,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_options(args: argparse.Namespace) -> Dict[str, object]:
+    options: Dict[str, object] = {}
+    if args.widths:
+        options['widths'] = list(args.widths)
+    if args.num_exits:
+        options['num_exits'] = int(args.num_exits)
+    return options
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point of delen-train."""
     args = _parser().parse_args(argv)
@@ -283,7 +300,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             distill_temperature=args.distill_temperature, use_labels=not args.no_labels,
             init=args.init, seed=args.seed, threads=args.threads, work_dir=args.work_dir,
             resume=args.resume, max_steps=args.max_steps,
-            eval_limit=args.eval_limit, data_root=args.data_root)
+            eval_limit=args.eval_limit, data_root=args.data_root,
+            options=_model_options(args))
         metrics = train(config)
     except (ValueError, FileNotFoundError) as error:
         print(f'delen-train: {error}', file=sys.stderr)

@@ -27,7 +27,8 @@ class ExitStatus:
     the start of its computation. ``expected_accuracy`` is the profile's accuracy of answers
     of this exit at this confidence (AccuracyCurve). ``remaining_*`` are what is left of the
     goal's bounds (inf without a bound, negative once overrun). ``next_*`` are the
-    conservative predicted costs of the next stage (0 at the last exit).
+    conservative predicted costs of the next stage (0 at the last exit). ``model``: the name
+    of the model that ran (a server may hold several).
     """
 
     exit_index: int
@@ -45,6 +46,7 @@ class ExitStatus:
     next_energy_mj: float
     threads: int
     goal: Goal
+    model: str = ''
 
     @property
     def is_last(self) -> bool:

@@ -73,12 +73,13 @@ class ConditionalExecutor:
 
     def __init__(self, network, profile, *, cost: CostModel,
                  meter: Optional[EnergyMeter] = None,
-                 accuracy: Optional[AccuracyCurve] = None) -> None:
+                 accuracy: Optional[AccuracyCurve] = None, name: str = '') -> None:
         if network.num_exits != profile.num_exits:
             raise ValueError(f'network has {network.num_exits} exits, its profile '
                              f'{profile.num_exits}')
         self.network = network
         self.profile = profile
+        self.name = name
         self.cost = cost
         self.meter = meter or cost.meter
         self.num_exits = network.num_exits
@@ -138,7 +139,7 @@ class ConditionalExecutor:
             index, self.num_exits, class_id, confidence, self._exit_accuracy[index],
             self._accuracy_at(index, confidence), row.queue_ms + compute_ms, compute_ms,
             deadline - row.queue_ms - compute_ms - row.reserve_ms, row.energy_mj,
-            energy_cap - row.energy_mj, next_ms, next_mj, threads, goal)
+            energy_cap - row.energy_mj, next_ms, next_mj, threads, goal, self.name)
 
     def execute(self, x: torch.Tensor, *, plan: Plan, goal: Goal,
                 should_stop: Callable[[ExitStatus], bool], queue_ms: float = 0.0,
@@ -216,7 +217,7 @@ class ConditionalExecutor:
                 index, num_exits, class_id, confidence, exit_accuracy[index],
                 accuracy_at(index, confidence), queue_ms + compute_ms, compute_ms,
                 deadline - queue_ms - compute_ms, energy, energy_cap - energy, next_ms,
-                next_mj, threads, goal)
+                next_mj, threads, goal, self.name)
             exits.append(status)
             if last or (target is not None and index >= target) or (
                     target is None and should_stop(status)):
@@ -271,7 +272,7 @@ class Row:
 
     __slots__ = ('request', 'plan', 'goal', 'should_stop', 'on_exit', 'progressive',
                  'queue_ms', 'reserve_ms', 'due_s', 'exits', 'final', 'error', 'energy_mj',
-                 'stop_exits', 'cut_short', 'infeasible', 'describe', 'tenant')
+                 'stop_exits', 'cut_short', 'infeasible', 'describe', 'tenant', 'model')
 
     def __init__(self, request, plan: Plan, goal: Goal, should_stop, *, queue_ms: float,
                  reserve_ms: float = 0.0, progressive: bool = False, on_exit=None) -> None:
@@ -293,6 +294,7 @@ class Row:
         self.infeasible = False
         self.describe = ''
         self.tenant = None
+        self.model = None
 
     @property
     def done(self) -> bool:

@@ -1,7 +1,8 @@
 """
-Multi-tenant Dělen serving of one multi-exit model, without ROS.
+Multi-tenant Dělen serving of a family of multi-exit (and traditional) models, without ROS.
 
-Tenants share one model instance. Frames are submitted from any thread (or taken by the
+Tenants share the models (runtime/models.py); a policy picks model x exit x threads per frame,
+or a tenant pins one model. Frames are submitted from any thread (or taken by the
 worker itself from a FrameSource, with no hand-over), queued per tenant (newest N kept), and
 served by one inference worker that runs the network stage by stage: earliest deadline first
 at every stage boundary (a deeper request is put aside for an urgent one and resumed from its
@@ -18,7 +19,7 @@ import math
 from pathlib import Path
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Protocol, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,15 +27,17 @@ import torch
 from .conditions import ExitStatus
 from .cost import CostModel
 from .energy import default_platform, detect_meter, EnergyMeter, PowerModel
-from .executor import ConditionalExecutor, Execution, Job, Row
+from .executor import Execution, Job, Row
 from .goals import Goal, GoalError, parse_goal
+from .models import load_served_model, ModelInfo, ServedModel
+from .models import model_name as _model_name
 from .policies import make_policy, Outcome, Plan, Policy, PolicyError, RequestContext
 from .priority import apply_priority, parse_priority
 from .scheduler import EdfScheduler, Request, ShareLedger
 from .stats import StatsSnapshot, TenantStats
 from ..engine import load_checkpoint, LoadedModel
 from ..engine.profiling import default_profile_path, load_profile, ModelProfile
-from ..imaging import ImageFormatError, ModelInputTransform
+from ..imaging import ImageFormatError
 
 __all__ = ['FrameSource', 'InferenceResult', 'InferenceServer', 'InputError', 'TenantConfig']
 
@@ -94,7 +97,8 @@ class TenantConfig:
     deliver every intermediate exit's answer (is_final=False) before the final one;
     ``best_effort_ms``: nominal deadline used only to order frames whose goal has no latency
     bound against the others; ``share``: the tenant's weight in the floor of answers each
-    tenant gets under overload (equal by default).
+    tenant gets under overload (equal by default); ``model``: the one model the tenant is
+    served with ('' lets the policy choose among the models interchangeable with the first).
     """
 
     name: str
@@ -105,6 +109,7 @@ class TenantConfig:
     progressive: bool = False
     best_effort_ms: float = 1000.0
     share: float = 1.0
+    model: str = ''
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
@@ -134,7 +139,7 @@ class InferenceResult:
     passed with the frame to ``submit`` (e.g. its header).
     ``deadline_ms`` is None without a latency bound (then ``deadline_met`` is True).
     ``infeasible``: the frame could not meet its bound and was served at the first exit.
-    ``correct`` is known when the frame came with a label.
+    ``correct`` is known when the frame came with a label. ``model``: the model that answered.
     """
 
     tenant: str
@@ -162,6 +167,7 @@ class InferenceResult:
     infeasible: bool = False
     correct: Optional[bool] = None
     delivery_ms: float = 0.0
+    model: str = ''
     token: Any = field(default=None, compare=False, repr=False)
 
 
@@ -169,14 +175,16 @@ ResultCallback = Callable[[InferenceResult], None]
 
 
 class _Tenant:
-    """Mutable state of one tenant: its config, policy instance, statistics."""
+    """Mutable state of one tenant: its config, policy, candidate models, statistics."""
 
     def __init__(self, config: TenantConfig, policy: Policy, stats: TenantStats,
-                 on_result: Optional[ResultCallback]) -> None:
+                 on_result: Optional[ResultCallback],
+                 models: Tuple[ServedModel, ...]) -> None:
         self.config = config
         self.policy = policy
         self.stats = stats
         self.on_result = on_result
+        self.models = models
         self.lock = threading.Lock()
 
 
@@ -209,6 +217,8 @@ class InferenceServer:
     turns batching off. ``cpu_priority``: 'none', 'nice:<n>' or 'realtime:<priority>' for the
     worker thread (runtime/priority.py). ``on_event(kind, text)``: told about errors in the
     serving loop ('error') and how the priority was applied ('priority').
+    ``model`` is the first model of the family; ``add_model`` adds others (ALERT's choice of
+    model x exit x threads); ``model_name`` names the first (default: its file's stem).
     """
 
     def __init__(self, model: LoadedModel, profile: ModelProfile, *,
@@ -218,11 +228,8 @@ class InferenceServer:
                  on_result: Optional[ResultCallback] = None, results_size: int = 1000,
                  stats_window: int = 1000, cost_sigma: float = 2.0, max_batch: int = 8,
                  cpu_priority: str = 'none',
-                 on_event: Optional[Callable[[str, str], None]] = None) -> None:
-        network = model.network
-        if network.num_exits != profile.num_exits:
-            raise ValueError(f'the model has {network.num_exits} exits but its profile '
-                             f'{profile.num_exits}: profile another model?')
+                 on_event: Optional[Callable[[str, str], None]] = None,
+                 model_name: Optional[str] = None, load_s: float = 0.0) -> None:
         if isinstance(threads, bool) or int(threads) != threads or threads < 1:
             raise ValueError(f'threads must be a positive integer, got {threads!r}')
         if results_size < 1:
@@ -230,18 +237,24 @@ class InferenceServer:
         if isinstance(max_batch, bool) or int(max_batch) != max_batch or max_batch < 1:
             raise ValueError(f'max_batch must be a positive integer, got {max_batch!r}')
         parse_priority(cpu_priority)
-        network.eval()
-        self.model = model
-        self.profile = profile
-        self.spec = model.config.input_spec
-        self.num_exits = network.num_exits
         self.threads = int(threads)
         self.meter = meter if meter is not None else detect_meter(platform=platform)
-        power = self.meter if isinstance(self.meter, PowerModel) else PowerModel.from_platform(
-            platform or default_platform())
-        self.cost = CostModel(profile, power=power, meter=self.meter, sigma=cost_sigma)
-        self.executor = ConditionalExecutor(network, profile, cost=self.cost, meter=self.meter)
-        self.transform = transform or ModelInputTransform.from_spec(self.spec)
+        self._power = self.meter if isinstance(self.meter, PowerModel) else \
+            PowerModel.from_platform(platform or default_platform())
+        self._cost_sigma = cost_sigma
+        first = ServedModel(model_name or _model_name(model.path), model, profile,
+                            power=self._power, meter=self.meter, cost_sigma=cost_sigma,
+                            transform=transform, load_s=load_s)
+        self._models: Dict[str, ServedModel] = {first.name: first}
+        self._first = first
+        # The first model's parts, as before several models.
+        self.model = model
+        self.profile = profile
+        self.spec = first.spec
+        self.num_exits = first.num_exits
+        self.cost: CostModel = first.cost
+        self.executor = first.executor
+        self.transform = first.transform
         self._clock = clock
         self._on_result = on_result
         self._stats_window = int(stats_window)
@@ -273,17 +286,75 @@ class InferenceServer:
     @classmethod
     def from_checkpoint(cls, *, path: Union[str, Path, None] = None,
                         profile: Union[str, Path, ModelProfile, None] = None,
+                        models: Sequence[Union[str, Path]] = (),
                         **options) -> 'InferenceServer':
         """
         Load a checkpoint (default: the shipped model) and its profile (default: beside it).
 
-        Other keyword arguments go to the constructor.
+        ``models``: more checkpoints for the family, each with the profile beside it.
+        Other keyword arguments go to the constructor. CheckpointError or ProfileError name
+        the file that does not load or match.
         """
+        started = time.perf_counter()
         model = load_checkpoint(path)
         if not isinstance(profile, ModelProfile):
             profile = load_profile(profile if profile is not None
                                    else default_profile_path(model.path))
-        return cls(model, profile, **options)
+        server = cls(model, profile, load_s=time.perf_counter() - started, **options)
+        for extra in models:
+            server.add_model(extra)
+        return server
+
+    # -- models ------------------------------------------------------------------------------
+
+    def add_model(self, model: Union[str, Path, ServedModel], *,
+                  profile: Union[str, Path, None] = None,
+                  name: Optional[str] = None) -> ModelInfo:
+        """
+        Add a model to the family: a checkpoint path (its profile beside it) or a ServedModel.
+
+        Tenants that pin no model may be served with it from their next frame when it takes
+        the same input and classes as the first model; others serve only tenants that pin it.
+        """
+        if not isinstance(model, ServedModel):
+            model = load_served_model(model, profile, name=name, power=self._power,
+                                      meter=self.meter, cost_sigma=self._cost_sigma)
+        if model.name in self._models:
+            raise ValueError(f'a model named {model.name!r} is already held')
+        with self._tenants_lock:
+            self._models = {**self._models, model.name: model}
+            for tenant in self._tenants.values():
+                tenant.models = self._models_for(tenant.config.model)
+        return model.info
+
+    def models(self) -> List[ModelInfo]:
+        """Return what is held of every model, the first one first."""
+        return [served.info for served in self._models.values()]
+
+    def served_model(self, name: str = '') -> ServedModel:
+        """Return a held model by name ('' : the first one); KeyError names the known ones."""
+        if not name:
+            return self._first
+        found = self._models.get(name)
+        if found is None:
+            raise KeyError(f'unknown model {name!r} (models: {", ".join(self._models)})')
+        return found
+
+    def _models_for(self, pinned: str) -> Tuple[ServedModel, ...]:
+        if pinned:
+            return (self.served_model(pinned),)
+        first = self._first
+        return tuple(m for m in self._models.values()
+                     if m is first or m.interchangeable_with(first))
+
+    def set_model(self, name: str, model: str) -> None:
+        """Pin a tenant to one model ('' lets its policy choose again), from the next frame."""
+        models = self._models_for(model)
+        tenant = self._tenant(name)
+        self._checked_policy(tenant.policy, models[0])
+        with tenant.lock:
+            tenant.config = replace(tenant.config, model=model)
+            tenant.models = models
 
     # -- tenants -----------------------------------------------------------------------------
 
@@ -291,17 +362,24 @@ class InferenceServer:
                    policy: Union[str, Policy] = 'coordinated', queue_size: int = 2,
                    on_infeasible: str = 'drop', progressive: bool = False,
                    best_effort_ms: float = 1000.0, share: float = 1.0,
-                   on_result: Optional[ResultCallback] = None) -> TenantConfig:
-        """Add a tenant; ``goal`` may be a Goal or text such as 'latency:15'."""
+                   on_result: Optional[ResultCallback] = None, model: str = '') -> TenantConfig:
+        """
+        Add a tenant; ``goal`` may be a Goal or text such as 'latency:15'.
+
+        ``model``: pin the tenant to one held model ('' lets its policy choose).
+        """
+        models = self._models_for(model)
         goal = self._checked_goal(goal)
-        policy_object = self._checked_policy(policy)
+        policy_object = self._checked_policy(policy, models[0])
         config = TenantConfig(name=name, goal=goal, policy=policy_object.describe(),
                               queue_size=queue_size, on_infeasible=on_infeasible,
                               progressive=bool(progressive),
-                              best_effort_ms=float(best_effort_ms), share=float(share))
+                              best_effort_ms=float(best_effort_ms), share=float(share),
+                              model=model)
+        exits = max(m.num_exits for m in self._models.values())
         tenant = _Tenant(config, policy_object,
-                         TenantStats(name, num_exits=self.num_exits, window=self._stats_window),
-                         on_result)
+                         TenantStats(name, num_exits=exits, window=self._stats_window),
+                         on_result, models)
         with self._tenants_lock:
             if name in self._tenants:
                 raise ValueError(f'tenant {name!r} already exists')
@@ -341,8 +419,8 @@ class InferenceServer:
 
     def set_policy(self, name: str, policy: Union[str, Policy]) -> Policy:
         """Change a tenant's policy (a parameter string or an instance), from the next frame."""
-        policy_object = self._checked_policy(policy)
         tenant = self._tenant(name)
+        policy_object = self._checked_policy(policy, tenant.models[0])
         with tenant.lock:
             tenant.policy = policy_object
             tenant.config = replace(tenant.config, policy=policy_object.describe())
@@ -376,11 +454,12 @@ class InferenceServer:
             goal = parse_goal(goal)
         if not isinstance(goal, Goal):
             raise GoalError(f'goal must be a Goal or text like "latency:15", got {goal!r}')
-        return goal.check_reachable(self.profile.max_accuracy)
+        return goal.check_reachable(max(m.profile.max_accuracy for m in self._models.values()))
 
-    def _checked_policy(self, policy: Union[str, Policy]) -> Policy:
+    def _checked_policy(self, policy: Union[str, Policy],
+                        model: Optional[ServedModel] = None) -> Policy:
         policy_object = make_policy(policy)
-        policy_object.attach(self.profile)
+        policy_object.attach((model or self._first).profile)
         return policy_object
 
     def _tenant(self, name: str) -> _Tenant:
@@ -392,15 +471,17 @@ class InferenceServer:
 
     # -- frames ------------------------------------------------------------------------------
 
-    def to_input(self, frame, encoding: Optional[str] = None) -> torch.Tensor:
+    def to_input(self, frame, encoding: Optional[str] = None,
+                 model: Optional[ServedModel] = None) -> torch.Tensor:
         """
-        Turn a frame into the model input [1, C, H, W] (InputError when impossible).
+        Turn a frame into the input [1, C, H, W] of a model (default: the first; InputError).
 
         numpy uint8/uint16 images (HxW, HxWxC) go through the input transform (resize,
         channel conversion, normalization); torch float tensors [C, H, W] or [1, C, H, W]
         are taken as already normalized.
         """
-        spec = self.spec
+        model = model or self._first
+        spec = model.spec
         if isinstance(frame, torch.Tensor):
             x = frame.unsqueeze(0) if frame.dim() == 3 else frame
             expected = (1, spec.channels, spec.height, spec.width)
@@ -410,7 +491,7 @@ class InferenceServer:
             x = x.detach().to(torch.float32)
         elif isinstance(frame, np.ndarray):
             try:
-                x = self.transform(frame, encoding or _infer_encoding(frame))
+                x = model.transform(frame, encoding or _infer_encoding(frame))
             except (ImageFormatError, ValueError) as error:
                 raise InputError(str(error)) from None
         else:
@@ -440,7 +521,7 @@ class InferenceServer:
         state = self._tenant(tenant)
         request_goal = None if goal is None else self._checked_goal(goal)
         try:
-            x = self.to_input(frame, encoding)
+            x = self.to_input(frame, encoding, state.models[0])
         except InputError:
             state.stats.rejected()
             raise
@@ -687,9 +768,10 @@ class InferenceServer:
     def _work_ms(self, work) -> float:
         """Predicted time to finish a job or a queued frame (its whole network, worst case)."""
         threads = work.threads if isinstance(work, Job) else self.threads
-        split = self.executor.split(threads)
+        executor = work.executor if isinstance(work, Job) else self.executor
+        split = executor.split(threads)
         start = work.next_exit if isinstance(work, Job) else 0
-        upper = self.cost.setting(threads).latency.upper
+        upper = executor.cost.setting(threads).latency.upper
         return sum(split.plain_ms[start:]) * upper
 
     def _can_wait(self, work, wait_ms: float, now: float) -> bool:
@@ -751,7 +833,7 @@ class InferenceServer:
         try:
             x = torch.cat([row.request.tensor for row in rows]) if len(rows) > 1 \
                 else rows[0].request.tensor
-            job = Job(self.executor, rows, x, threads)
+            job = Job(rows[0].model.executor, rows, x, threads)
         except Exception as error:  # noqa: B902
             for row in rows:
                 self._fail_row(row, error)
@@ -763,11 +845,13 @@ class InferenceServer:
 
     def _fits_batch(self, rows: List[Row]) -> bool:
         threads = rows[0].plan.threads
+        model = rows[0].model
         if any(row.plan.threads != threads or row.plan.target_exit is None
-               or row.progressive for row in rows):
+               or row.progressive or row.model is not model for row in rows):
             return False
-        split = self.executor.split(threads)
-        factor = self.executor.batch_factor(len(rows)) * self.cost.setting(
+        executor = model.executor
+        split = executor.split(threads)
+        factor = executor.batch_factor(len(rows)) * model.cost.setting(
             threads).latency.upper
         for row in rows:
             bound = row.goal.latency_ms
@@ -789,33 +873,38 @@ class InferenceServer:
         reserve = self.delivery_ms if goal.latency_ms is not None else 0.0
         remaining = _INF if goal.latency_ms is None else goal.latency_ms - queue_ms - reserve
         energy_budget = _INF if goal.energy_mj is None else goal.energy_mj
+        models = tenant.models
+        first = models[0]
         context = RequestContext(
-            tenant=request.tenant, goal=goal, num_exits=self.num_exits, queue_ms=queue_ms,
+            tenant=request.tenant, goal=goal, num_exits=first.num_exits, queue_ms=queue_ms,
             remaining_ms=remaining, energy_budget_mj=energy_budget,
-            default_threads=self.threads, thread_counts=self.cost.thread_counts,
-            cost=self.cost, profile=self.profile, reserve_ms=reserve, stages=self.executor)
+            default_threads=self.threads, thread_counts=first.cost.thread_counts,
+            cost=first.cost, profile=first.profile, reserve_ms=reserve,
+            stages=first.executor, models=models)
         row = Row(request, Plan(threads=self.threads), goal, policy.should_stop,
                   queue_ms=queue_ms, reserve_ms=reserve, progressive=tenant.config.progressive)
         try:
             with tenant.lock:
                 plan = policy.plan(context)
+            served = first if plan.model is None else _chosen(models, plan.model)
             target = plan.target_exit
-            if target is not None and not 0 <= target < self.num_exits:
+            if target is not None and not 0 <= target < served.num_exits:
                 raise PolicyError(f'plan target_exit {target} out of range 0..'
-                                  f'{self.num_exits - 1}')
+                                  f'{served.num_exits - 1} of model {served.name!r}')
         except Exception as error:  # noqa: B902 - a policy's bug fails its frame alone
             self._fail_row(row, error)
             return None
+        row.model = served
         # Expected, not worst-case, cost: the first exit is the least service a frame can get.
-        first = self.cost.expected(0, plan.threads)
-        infeasible = first.latency_ms > remaining or first.energy_mj > energy_budget
+        least = served.cost.expected(0, plan.threads)
+        infeasible = least.latency_ms > remaining or least.energy_mj > energy_budget
         if infeasible:
             if tenant.config.on_infeasible == 'drop':
                 tenant.stats.dropped('infeasible')
                 self._finished(1)
                 return None
             tenant.stats.infeasible_served()
-            plan = Plan(threads=plan.threads, target_exit=0)
+            plan = Plan(threads=plan.threads, target_exit=0, model=plan.model)
         row.plan = plan
         row.stop_exits = frozenset(plan.stop_exits or ())
         row.infeasible = infeasible
@@ -865,7 +954,8 @@ class InferenceServer:
             compute_ms=final.compute_ms, latency_ms=result.latency_ms,
             energy_mj=final.energy_mj, deadline_met=result.deadline_met,
             confidence=final.confidence, expected_accuracy=final.expected_accuracy,
-            slowdown=self.cost.setting(job.threads).latency.mean, infeasible=row.infeasible)
+            slowdown=row.model.cost.setting(job.threads).latency.mean, infeasible=row.infeasible,
+            model=row.model.name)
         with tenant.lock:
             policy.observe(outcome)
 
@@ -912,7 +1002,7 @@ class InferenceServer:
         row = self._plan(request, self._clock())
         if row is None:
             return None
-        job = Job(self.executor, [row], request.tensor, row.plan.threads)
+        job = Job(row.model.executor, [row], request.tensor, row.plan.threads)
         while not job.done:
             for finished in job.settle():
                 self._complete(finished, job)
@@ -926,7 +1016,7 @@ class InferenceServer:
             threads=job.threads, threads_changed=job.threads_changed,
             compute_ms=final.compute_ms, model_ms=sum(job.stage_ms),
             energy_mj=final.energy_mj,
-            slowdown=self.cost.setting(job.threads).latency.mean)
+            slowdown=row.model.cost.setting(job.threads).latency.mean)
 
     def _result(self, row: Row, status: ExitStatus, *, is_final: bool) -> InferenceResult:
         request, goal = row.request, row.goal
@@ -934,7 +1024,7 @@ class InferenceServer:
         latency = row.queue_ms + status.compute_ms + delivery
         return InferenceResult(
             tenant=request.tenant, stamp_s=request.stamp_s, frame_id=request.frame_id,
-            class_id=status.class_id, label=self.model.config.label(status.class_id),
+            class_id=status.class_id, label=row.model.config.label(status.class_id),
             confidence=status.confidence, expected_accuracy=status.expected_accuracy,
             exit_index=status.exit_index, num_exits=status.num_exits, is_final=is_final,
             latency_ms=latency, queue_ms=row.queue_ms, compute_ms=status.compute_ms,
@@ -943,7 +1033,7 @@ class InferenceServer:
             deadline_met=goal.latency_ms is None or latency <= goal.latency_ms,
             goal=str(goal), goal_kind=goal.kind.value, policy=row.describe,
             threads=status.threads, infeasible=row.infeasible, delivery_ms=delivery,
-            token=request.token)
+            model=row.model.name, token=request.token)
 
     def _deliver(self, tenant: _Tenant, result: InferenceResult) -> None:
         start = time.perf_counter()
@@ -962,3 +1052,11 @@ class InferenceServer:
     def delivery_ms(self) -> float:
         """Estimated time from an answer to its receipt: building and publishing it, one hop."""
         return self._publish_ms.value + self._hop_ms.value
+
+
+def _chosen(models: Tuple[ServedModel, ...], name: str) -> ServedModel:
+    for served in models:
+        if served.name == name:
+            return served
+    raise PolicyError(f'plan model {name!r} is not one of this request\'s models '
+                      f'({", ".join(m.name for m in models)})')

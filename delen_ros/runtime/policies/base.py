@@ -43,12 +43,14 @@ class Plan:
     decide after every exit. ``stop_exits``: with a target, the earlier exits whose heads run
     and where ``should_stop`` is asked (where an answer could end the request early); a
     tuple (even empty) also lets the runtime answer from the exit reached when the latency
-    budget runs out on the way.
+    budget runs out on the way. ``model``: the name of the model to run, one of the request's
+    candidates (None: the first, the tenant's pinned or the server's first model).
     """
 
     threads: int
     target_exit: Optional[int] = None
     stop_exits: Optional[Tuple[int, ...]] = None
+    model: Optional[str] = None
 
     def __post_init__(self):
         if isinstance(self.threads, bool) or int(self.threads) != self.threads \
@@ -67,6 +69,9 @@ class RequestContext:
     ``remaining_ms``: latency budget left after queueing (inf without a deadline);
     ``energy_budget_mj``: the goal's energy bound (inf without one); ``cost``: the shared
     CostModel (profile corrected by measured latencies); ``thread_counts``: the profiled ones.
+    ``profile``, ``cost`` and ``stages`` are those of the first candidate model; ``models``
+    holds every model the request may run on (``runtime.models.ServedModel``: name, profile,
+    cost, executor), the first one first (ALERT's family of DNNs).
     """
 
     tenant: str
@@ -81,6 +86,7 @@ class RequestContext:
     profile: Any
     reserve_ms: float = 0.0
     stages: Any = None
+    models: Tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,7 @@ class Outcome:
     expected_accuracy: float
     slowdown: float
     infeasible: bool = False
+    model: str = ''
 
 
 class Policy(abc.ABC):

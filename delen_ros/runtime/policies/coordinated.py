@@ -19,6 +19,11 @@ The setting is chosen as ALERT does: latency and energy goals take the most accu
 within the bounds (ties go to the least predicted energy); accuracy goals the least energy
 among the settings that reach the accuracy bound within the deadline.
 
+With several models (``RequestContext.models``: ALERT's family of traditional and anytime
+DNNs), the choice runs over model x setting: every model's path is scaled by the setting's
+one slowdown (contention slows them alike; ALERT keeps one global slowdown), and the most
+accurate ceiling within the bounds wins, the least energy among near ties.
+
 After every exit (``should_stop``), per frame (BranchyNet, SDN; Dělen's conditions):
 
 - latency and energy goals: stop when the answer is already as likely right as the deepest
@@ -48,7 +53,7 @@ from ..conditions import ExitStatus
 from ..goals import GoalKind
 from ..kalman import SlowdownFilter
 
-__all__ = ['CoordinatedPolicy', 'SettingState']
+__all__ = ['CoordinatedPolicy', 'ModelView', 'SettingState']
 
 _INF = math.inf
 # A setting whose last request ran this many times slower than the other's last one is left
@@ -58,9 +63,13 @@ _BLOCK_FACTOR = 4.0
 
 
 class SettingState:
-    """What the policy knows of one resource setting: filters, tails and path costs."""
+    """
+    What the policy knows of one resource setting: filters, tails and path costs.
 
-    __slots__ = ('threads', 'path_ms', 'path_mj', 'latency', 'energy', 'residuals',
+    ``path_ms`` / ``path_mj`` are the first model's; ``paths[name]`` every model's.
+    """
+
+    __slots__ = ('threads', 'path_ms', 'path_mj', 'paths', 'latency', 'energy', 'residuals',
                  'sorted_residuals', 'factor', 'energy_factor', 'last_used', 'backoff',
                  'last_ratio', 'last_observed', 'blocked_until')
 
@@ -69,6 +78,7 @@ class SettingState:
         self.threads = threads
         self.path_ms = tuple(path_ms)   # cumulative profiled median, stage by stage, per exit
         self.path_mj = tuple(path_mj)   # the same times the active power
+        self.paths: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {}
         self.latency = _filter(1.0, spread)
         self.energy = _filter(1.0, spread)
         self.residuals: Deque[float] = collections.deque()
@@ -79,6 +89,45 @@ class SettingState:
         self.last_ratio: Optional[float] = None  # none measured yet
         self.last_observed = 0
         self.blocked_until = 0
+
+
+class ModelView:
+    """What the policy knows of one candidate model: its name, profile and accuracies."""
+
+    __slots__ = ('name', 'profile', 'accuracy', 'best_at')
+
+    def __init__(self, name: str, profile: Any, best_at: Tuple[float, ...]) -> None:
+        self.name = name
+        self.profile = profile
+        self.accuracy = tuple(profile.exit_accuracy)
+        self.best_at = best_at  # the most an answer of each exit is expected to be right
+
+    def first_reaching(self, bound: float) -> int:
+        """Return the first exit whose profiled accuracy reaches ``bound`` (else the last)."""
+        for exit_index, accuracy in enumerate(self.accuracy):
+            if accuracy >= bound:
+                return exit_index
+        return len(self.accuracy) - 1
+
+
+def _paths(profile: Any, threads: int, watts: float) -> Tuple[Tuple[float, ...],
+                                                             Tuple[float, ...]]:
+    profiled = min(profile.thread_counts, key=lambda t: (abs(t - threads), t))
+    path, total = [], 0.0
+    for k in range(profile.num_exits):
+        total += profile.stage_latency_ms(k, profiled, 'median')
+        path.append(total)
+    return tuple(path), tuple(p * watts for p in path)
+
+
+def _ceiling(path_ms: Sequence[float], path_mj: Sequence[float], remaining_ms: float,
+             energy_mj: float, factor: float, energy_factor: float) -> int:
+    """Return the deepest exit whose path fits both bounds at these factors (-1: none)."""
+    for exit_index in range(len(path_ms) - 1, -1, -1):
+        if path_ms[exit_index] * factor <= remaining_ms \
+                and path_mj[exit_index] * energy_factor <= energy_mj:
+            return exit_index
+    return -1
 
 
 def _filter(initial: float, spread: float) -> SlowdownFilter:
@@ -131,8 +180,11 @@ class CoordinatedPolicy(Policy):
         self._setting: Optional[SettingState] = None
         self._ceiling = 0
         self._states: Dict[Tuple[int, ...], Tuple[SettingState, ...]] = {}
-        self._plans: Dict[Tuple[int, int, Optional[Tuple[int, ...]]], Plan] = {}
+        self._plans: Dict[Tuple[int, int, Optional[Tuple[int, ...]], Optional[str]], Plan] = {}
         self._best_at: Tuple[float, ...] = ()
+        self._family: Tuple[Any, ...] = ()
+        self._views: Tuple[ModelView, ...] = ()
+        self._view_of: Dict[str, ModelView] = {}
         self._next_probe = self.explore_every
         self._probe_guess: Optional[float] = None
 
@@ -164,6 +216,8 @@ class CoordinatedPolicy(Policy):
             total += median
             path.append(total)
         state = SettingState(threads, path, [p * watts for p in path], spread)
+        for view in self._views:
+            state.paths[view.name] = _paths(view.profile, threads, watts)
         self._refresh(state)
         return state
 
@@ -182,13 +236,8 @@ class CoordinatedPolicy(Policy):
 
     def _ceiling_of(self, state: SettingState, remaining_ms: float, energy_mj: float,
                     factor: float) -> int:
-        path_ms, path_mj = state.path_ms, state.path_mj
-        energy_factor = state.energy_factor
-        for exit_index in range(len(path_ms) - 1, -1, -1):
-            if path_ms[exit_index] * factor <= remaining_ms \
-                    and path_mj[exit_index] * energy_factor <= energy_mj:
-                return exit_index
-        return -1
+        return _ceiling(state.path_ms, state.path_mj, remaining_ms, energy_mj, factor,
+                        state.energy_factor)
 
     def _first_reaching(self, bound: float) -> int:
         for exit_index, accuracy in enumerate(self._accuracy):
@@ -198,6 +247,8 @@ class CoordinatedPolicy(Policy):
 
     def _states_of(self, context: RequestContext) -> Tuple[SettingState, ...]:
         counts = (self.threads,) if self.threads is not None else context.thread_counts
+        if context.models is not self._family:
+            self._use_models(context)
         states = self._states.get(counts)
         if states is None:
             if self._profile is not context.profile or not self._accuracy:
@@ -208,6 +259,22 @@ class CoordinatedPolicy(Policy):
                 self._best_at = ()
             states = self._states[counts] = tuple(self.setting(t, context) for t in counts)
         return states
+
+    def _use_models(self, context: RequestContext) -> None:
+        """Take the request's candidate models; the settings' filters carry over."""
+        self._family = context.models
+        views = []
+        for served in context.models:
+            curve = served.executor.accuracy
+            views.append(ModelView(served.name, served.profile,
+                                   tuple(curve(k, 1.0) for k in range(served.num_exits))))
+        self._views = tuple(views)
+        self._view_of = {view.name: view for view in views}
+        power = context.cost.power
+        for state in self.settings.values():
+            watts = float(power.active_w(state.threads))
+            state.paths = {view.name: _paths(view.profile, state.threads, watts)
+                           for view in views}
 
     def plan(self, context: RequestContext) -> Plan:
         """Choose the setting and the deepest exit it reaches in time; stop per frame."""
@@ -223,37 +290,60 @@ class CoordinatedPolicy(Policy):
         best = None
         best_ceiling = -1
         best_value = best_cost = 0.0
+        best_view = None
         requests = self.requests
+        views = self._views if len(self._views) > 1 else (None,)
         for state in states:
             if state.blocked_until > requests:
                 continue
-            ceiling = self._ceiling_of(state, remaining, energy, state.factor)
-            if ceiling < 0:
-                continue
-            if accuracy_goal:
-                # Reaching the bound first (the deeper the ceiling, the more frames do), then
-                # the least energy to the exit that reaches it.
-                value = 1.0 if ceiling >= needed else accuracy[ceiling]
-                cost = state.path_mj[min(needed, ceiling)] * state.energy.mean
-                better = best is None or value > best_value or (
-                    value == best_value and cost < best_cost)
-            else:
-                value = accuracy[ceiling]
-                cost = state.path_mj[ceiling] * state.energy.mean
-                # Accuracies within the margin are ties, settled by energy.
-                better = best is None or value > best_value + margin or (
-                    value >= best_value - margin and cost < best_cost)
-            if better:
-                best, best_ceiling, best_value, best_cost = state, ceiling, value, cost
+            for view in views:
+                if view is None:
+                    path_ms, path_mj, model_accuracy = state.path_ms, state.path_mj, accuracy
+                    model_needed = needed
+                else:
+                    path_ms, path_mj = state.paths[view.name]
+                    model_accuracy = view.accuracy
+                    model_needed = view.first_reaching(goal.min_accuracy) if accuracy_goal \
+                        else 0
+                ceiling = _ceiling(path_ms, path_mj, remaining, energy, state.factor,
+                                   state.energy_factor)
+                if ceiling < 0:
+                    continue
+                if accuracy_goal:
+                    # Reaching the bound first (the deeper the ceiling, the more frames do),
+                    # then the least energy to the exit that reaches it.
+                    reached = model_accuracy[ceiling] >= goal.min_accuracy or \
+                        ceiling >= model_needed
+                    value = 1.0 if reached else model_accuracy[ceiling]
+                    cost = path_mj[min(model_needed, ceiling)] * state.energy.mean
+                    better = best is None or value > best_value or (
+                        value == best_value and cost < best_cost)
+                else:
+                    value = model_accuracy[ceiling]
+                    cost = path_mj[ceiling] * state.energy.mean
+                    # Accuracies within the margin are ties, settled by energy.
+                    better = best is None or value > best_value + margin or (
+                        value >= best_value - margin and cost < best_cost)
+                if better:
+                    best, best_ceiling, best_value, best_cost = state, ceiling, value, cost
+                    best_view = view
         if best is None:
-            # Nothing fits: the first exit on the setting expected to be fastest.
+            # Nothing fits: the first exit on the setting expected to be fastest, of the model
+            # whose first exit is quickest.
             allowed = [s for s in states if s.blocked_until <= requests] or states
             best = min(allowed, key=lambda s: (s.path_ms[0] * s.latency.mean, s.threads))
             best_ceiling = 0
-        elif self.requests >= self._next_probe and len(states) > 1:
+            if views[0] is not None:
+                best_view = min(views, key=lambda v: best.paths[v.name][0][0])
+        elif self.requests >= self._next_probe and len(states) > 1 and best_view in (
+                None, views[0]):
             probe = self._probe(states, best, best_ceiling, remaining, energy)
             if probe is not None:
                 best, best_ceiling = probe
+        model = None
+        if best_view is not None and best_view is not views[0]:
+            model = best_view.name
+            accuracy = best_view.accuracy
         self._setting, self._ceiling = best, best_ceiling
         best.last_used = self.requests
         if best_ceiling <= 0:
@@ -267,16 +357,17 @@ class CoordinatedPolicy(Policy):
                 bound = goal.min_accuracy + self.accuracy_margin + self.boost
             else:
                 bound = accuracy[best_ceiling] - self.tolerance
-            best_at = self._best_accuracy(context)
+            best_at = best_view.best_at if best_view is not None else \
+                self._best_accuracy(context)
             stops = tuple(k for k in range(best_ceiling) if best_at[k] >= bound)
-            self._ceiling = context.num_exits - 1  # the runtime stops at the target
+            self._ceiling = len(accuracy) - 1  # the runtime stops at the target
         plans = self._plans
-        key = (best.threads, best_ceiling, stops)
+        key = (best.threads, best_ceiling, stops, model)
         plan = plans.get(key)
         if plan is None:
             plan = plans[key] = Plan(
                 threads=best.threads, target_exit=None if stops is None else best_ceiling,
-                stop_exits=stops)
+                stop_exits=stops, model=model)
         return plan
 
     def _best_accuracy(self, context: RequestContext) -> Tuple[float, ...]:
@@ -320,6 +411,11 @@ class CoordinatedPolicy(Policy):
         if state is None:
             return False
         path_ms, path_mj = state.path_ms, state.path_mj
+        accuracy = self._accuracy
+        view = self._view_of.get(status.model) if len(self._views) > 1 else None
+        if view is not None:
+            path_ms, path_mj = state.paths[view.name]
+            accuracy = view.accuracy
         factor, energy_factor = state.factor, state.energy_factor
         spent_ms, spent_mj = path_ms[exit_index], path_mj[exit_index]
         remaining_ms, remaining_mj = status.remaining_ms, status.remaining_mj
@@ -335,7 +431,7 @@ class CoordinatedPolicy(Policy):
         if goal.kind is GoalKind.ACCURACY:
             return status.expected_accuracy >= (goal.min_accuracy + self.accuracy_margin
                                                 + self.boost)
-        return status.expected_accuracy >= self._accuracy[reach] - self.tolerance
+        return status.expected_accuracy >= accuracy[reach] - self.tolerance
 
     # -- learning ----------------------------------------------------------------------------
 
@@ -343,10 +439,12 @@ class CoordinatedPolicy(Policy):
         """Update the setting that ran: slowdown, tail, energy ratio; the accuracy control."""
         state = self.settings.get(outcome.threads)
         if state is not None and self._profile is not None:
-            ratio = observed_slowdown(outcome, self._profile)
+            view = self._view_of.get(outcome.model)
+            profile = view.profile if view is not None else self._profile
+            ratio = observed_slowdown(outcome, profile)
             if ratio is not None:
                 self._learn_latency(state, ratio)
-            nominal = nominal_energy_mj(outcome, self._profile, self._power)
+            nominal = nominal_energy_mj(outcome, profile, self._power)
             if nominal:
                 state.energy.update(outcome.energy_mj / nominal)
             self._refresh(state)

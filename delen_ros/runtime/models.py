@@ -1,0 +1,152 @@
+"""
+The family of models a server holds: anytime (multi-exit) and traditional (single-exit).
+
+ALERT (USENIX ATC 2020, Sec. 3) picks a DNN from such a family together with the resource
+setting; here each model keeps its own profile, cost model and stage executor, and a policy
+picks model x exit x threads per frame. Models that share the input and the classes can
+serve the same tenant; one that differs serves only the tenants that pin it.
+"""
+
+from dataclasses import dataclass
+import hashlib
+from pathlib import Path
+import time
+from typing import Callable, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .cost import CostModel
+from .energy import EnergyMeter, PowerModel
+from .executor import ConditionalExecutor
+from ..engine import load_checkpoint, LoadedModel
+from ..engine.profiling import default_profile_path, load_profile, ModelProfile, ProfileError
+from ..imaging import ModelInputTransform
+
+__all__ = ['ModelInfo', 'ServedModel', 'load_served_model', 'model_name']
+
+
+def model_name(path: Union[str, Path, None]) -> str:
+    """Return the name a model file is served under: its file name without the suffix."""
+    return Path(path).stem if path else 'model'
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the server reports of a model it holds (at start-up and in /diagnostics)."""
+
+    name: str
+    path: str
+    kind: str
+    num_exits: int
+    parameters: int
+    memory_bytes: int
+    load_s: float
+    exit_accuracy: Tuple[float, ...]
+    final_ms: float
+
+    def describe(self) -> str:
+        """One line: name, kind, exits, accuracy, memory, load time."""
+        return (f'{self.name} ({self.kind}, {self.num_exits} exit'
+                f'{"s" if self.num_exits != 1 else ""}, final exit '
+                f'{100 * self.exit_accuracy[-1]:.2f} % in {self.final_ms:.2f} ms, '
+                f'{self.parameters / 1e6:.2f} M parameters, '
+                f'{self.memory_bytes / 2 ** 20:.1f} MiB, loaded in {self.load_s:.2f} s)')
+
+
+class ServedModel:
+    """
+    One model held by a server: network, profile, cost model, executor and input transform.
+
+    Raises ValueError when the profile was made for another model (exit count, architecture
+    or file hash differ).
+    """
+
+    def __init__(self, name: str, model: LoadedModel, profile: ModelProfile, *,
+                 power: PowerModel, meter: EnergyMeter, cost_sigma: float = 2.0,
+                 transform: Optional[Callable[[np.ndarray, str], torch.Tensor]] = None,
+                 load_s: float = 0.0) -> None:
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise ValueError(f'model name must be a non-empty string without spaces around '
+                             f'it, got {name!r}')
+        check_profile(model, profile)
+        model.network.eval()
+        self.name = name
+        self.model = model
+        self.profile = profile
+        self.config = model.config
+        self.spec = model.config.input_spec
+        self.num_exits = model.network.num_exits
+        self.cost = CostModel(profile, power=power, meter=meter, sigma=cost_sigma)
+        self.executor = ConditionalExecutor(model.network, profile, cost=self.cost, meter=meter,
+                                            name=name)
+        self.transform = transform or ModelInputTransform.from_spec(self.spec)
+        tensors = list(model.network.parameters()) + list(model.network.buffers())
+        self.info = ModelInfo(
+            name=name, path=str(model.path or ''),
+            kind='anytime' if self.num_exits > 1 else 'traditional',
+            num_exits=self.num_exits,
+            parameters=sum(p.numel() for p in model.network.parameters()),
+            memory_bytes=sum(t.numel() * t.element_size() for t in tensors),
+            load_s=float(load_s), exit_accuracy=tuple(profile.exit_accuracy),
+            final_ms=profile.exit_latency_ms(self.num_exits - 1, min(profile.thread_counts)))
+
+    def interchangeable_with(self, other: 'ServedModel') -> bool:
+        """Return True when both take the same input and answer with the same classes."""
+        return (self.spec == other.spec and self.config.num_classes == other.config.num_classes
+                and self.config.class_names == other.config.class_names)
+
+    def difference(self, other: 'ServedModel') -> str:
+        """Say how this model's input or classes differ from another's ('' when they don't)."""
+        if self.spec != other.spec:
+            return (f'input {self.spec.channels}x{self.spec.height}x{self.spec.width} against '
+                    f'{other.spec.channels}x{other.spec.height}x{other.spec.width} '
+                    f'(or its normalization)')
+        if self.config.num_classes != other.config.num_classes:
+            return f'{self.config.num_classes} classes against {other.config.num_classes}'
+        if self.config.class_names != other.config.class_names:
+            return 'other class names'
+        return ''
+
+    def __repr__(self) -> str:
+        return f'ServedModel({self.name!r}, {self.num_exits} exits)'
+
+
+def check_profile(model: LoadedModel, profile: ModelProfile) -> None:
+    """Raise ValueError when a profile was not made for this model."""
+    where = profile.path or 'the profile'
+    if model.network.num_exits != profile.num_exits:
+        raise ValueError(f'{where}: the model has {model.network.num_exits} exits but its '
+                         f'profile {profile.num_exits}: profile another model?')
+    arch = profile.model.get('arch')
+    if arch and arch != model.config.arch:
+        raise ValueError(f'{where}: profiled architecture {arch!r}, the model is '
+                         f'{model.config.arch!r}')
+    expected = profile.model.get('sha256')
+    if expected and model.path is not None and Path(model.path).is_file():
+        found = hashlib.sha256(Path(model.path).read_bytes()).hexdigest()
+        if found != expected:
+            raise ValueError(f'{where}: made for another model file '
+                             f'({profile.model.get("file", "?")}, sha256 {expected[:12]}...), '
+                             f'not {Path(model.path).name} (sha256 {found[:12]}...); run '
+                             'delen_profile on it')
+
+
+def load_served_model(path: Union[str, Path, None], profile: Union[str, Path, None] = None, *,
+                      name: Optional[str] = None, **options) -> ServedModel:
+    """
+    Load a checkpoint and its profile (default: beside it) into a ServedModel.
+
+    Raises CheckpointError or ProfileError naming the file, ValueError for a mismatch.
+    """
+    started = time.perf_counter()
+    model = load_checkpoint(path)
+    profile_path = profile if profile is not None else default_profile_path(model.path)
+    loaded_profile = load_profile(profile_path)
+    load_s = time.perf_counter() - started
+    try:
+        check_profile(model, loaded_profile)
+    except ValueError as error:
+        raise ProfileError(str(error)) from None
+    return ServedModel(name or model_name(model.path), model, loaded_profile, load_s=load_s,
+                       **options)
