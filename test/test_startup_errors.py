@@ -1,11 +1,15 @@
 """Start-up slips end in one line naming the problem and a non-zero exit (installed server)."""
 
+import hashlib
+import json
 import os
 from pathlib import Path
 import shutil
 import signal
 import subprocess
 
+from delen_ros.engine import (build_multi_exit, InputSpec, load_checkpoint, MultiExitConfig,
+                              save_checkpoint)
 from delen_ros.nodes.entry import INTERRUPTED
 from delen_ros.nodes.server_node import main as server_main
 from node_harness import installed_executable, TIMEOUT_S, wait_for
@@ -15,6 +19,7 @@ import torch
 pytestmark = pytest.mark.ros
 
 MODEL = Path(__file__).resolve().parents[1] / 'models' / 'fmnist_compact_resnet.pt'
+SMALL_PROFILE = MODEL.with_name('fmnist_small_resnet.profile.json')
 PARAMS = 'delen_server:\n  ros__parameters:\n'
 
 
@@ -39,6 +44,30 @@ def _write_bad_models(folder):
     shutil.copy(MODEL, folder / 'unprofiled.pt')
     shutil.copy(MODEL, folder / 'badprofile.pt')
     (folder / 'badprofile.profile.json').write_text('{"format": 1')
+
+
+# Entries of the `models` parameter (the model family); written by _write_family.
+FAMILY_CASES = [
+    ('family model missing', 'missing_extra.pt', 'missing_extra.pt: model file not found'),
+    ('family profile of another model', 'retrained.pt', 'made for another model file'),
+    ('family model with another input', 'color.pt', 'only tenants that pin it'),
+]
+
+
+def _write_family(folder):
+    loaded = load_checkpoint(MODEL)
+    with torch.no_grad():
+        loaded.network.heads[0][-1].bias.add_(1.0)
+    save_checkpoint(folder / 'retrained.pt', loaded.network, loaded.config)
+    shutil.copy(MODEL.with_name(MODEL.stem + '.profile.json'), folder / 'retrained.profile.json')
+    config = MultiExitConfig(
+        arch='compact_resnet', num_classes=10,
+        input_spec=InputSpec(height=32, width=32, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3),
+        options={'widths': [8, 16], 'num_exits': 1})
+    color = save_checkpoint(folder / 'color.pt', build_multi_exit(config).eval(), config)
+    profile = json.loads(SMALL_PROFILE.read_text())
+    profile['model']['sha256'] = hashlib.sha256(color.read_bytes()).hexdigest()
+    (folder / 'color.profile.json').write_text(json.dumps(profile))
 
 
 PARAMETER_CASES = [
@@ -67,6 +96,11 @@ def cases(tmp_path_factory):
     for index, (name, text, words) in enumerate(PARAMETER_CASES):
         path = folder / f'params_{index}.yaml'
         path.write_text(PARAMS + '    ' + text)
+        cases[name] = (['--ros-args', '--params-file', str(path)], words)
+    _write_family(folder)
+    for index, (name, model, words) in enumerate(FAMILY_CASES):
+        path = folder / f'family_{index}.yaml'
+        path.write_text(PARAMS + f"    tenants: [a]\n    models: ['{folder / model}']\n")
         cases[name] = (['--ros-args', '--params-file', str(path)], words)
     return cases
 
@@ -97,7 +131,8 @@ def _assert_one_line(case, code, out, err, words):
     assert 'Traceback' not in out + err
 
 
-@pytest.mark.parametrize('case', [name for name, _, _ in MODEL_CASES + PARAMETER_CASES])
+@pytest.mark.parametrize('case', [name for name, _, _ in
+                                  MODEL_CASES + PARAMETER_CASES + FAMILY_CASES])
 def test_a_start_up_error_is_one_line_and_a_non_zero_exit(cases, capfd, case):
     args, words = cases[case]
     code = server_main(['delen_server', *args])

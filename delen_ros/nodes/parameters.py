@@ -55,6 +55,10 @@ SERVER_PARAMETERS = (
                   read_only=True),
     ParameterSpec('profile', 'string', '', 'profile JSON of the model; empty: beside the model',
                   read_only=True),
+    ParameterSpec('models', 'string_array', [],
+                  'more checkpoints (.pt, each with its .profile.json beside it) for the '
+                  'model family: the policy picks model x exit x threads per frame; a model '
+                  'is named by its file name without .pt (for <tenant>.model)', read_only=True),
     ParameterSpec('platform', 'string', '',
                   'power-model platform when no power meter is readable; empty: detect',
                   read_only=True),
@@ -107,6 +111,9 @@ TENANT_PARAMETERS = (
                   0.0, 10000.0, 0.1),
     ParameterSpec('policy', 'string', 'coordinated',
                   'exit policy, optionally with parameters (e.g. static:exit_index=1)'),
+    ParameterSpec('model', 'string', '',
+                  'pin this tenant to one model of the family (its file name without .pt); '
+                  'empty: the policy chooses among the models that take the same input'),
     ParameterSpec('queue_size', 'integer', 2, 'newest frames kept waiting', 1, 100, 1),
     ParameterSpec('share', 'double', 1.0,
                   'weight of this tenant in the floor of answers each tenant gets under '

@@ -1,5 +1,5 @@
 """
-The serving node: images in, InferenceResults out, one multi-exit model for every tenant.
+The serving node: images in, InferenceResults out, a family of models shared by the tenants.
 
 A thin layer over ``delen_ros.runtime.InferenceServer``: parameters, QoS, callbacks. The
 runtime's worker takes the images itself (``ImageIntake``: the image subscriptions are not
@@ -36,6 +36,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException, ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
@@ -98,11 +99,12 @@ class _TenantIo:
         self.status_publisher = None
         self.subscriptions: list = []
         self.input = None  # an image_input.ImageInput: message type, topic, decode function
+        self.model_spec = None  # the input its decoder makes (its model's InputSpec)
 
 
 class ServingCore:
     """
-    What the server does, on the node it is given: one model for every tenant.
+    What the server does, on the node it is given: the model family for every tenant.
 
     Shared by the plain node (ServerNode: configured and active from construction) and the
     managed one (ManagedServerNode: each step a lifecycle transition). ``configure`` loads the
@@ -143,6 +145,7 @@ class ServingCore:
         value = self._value
         self._server = InferenceServer.from_checkpoint(
             path=value('model') or None, profile=value('profile') or None,
+            models=list(value('models')),
             platform=value('platform') or None, threads=value('threads'),
             clock=time.monotonic, on_result=self._result_callback,
             max_batch=value('max_batch'), cpu_priority=value('cpu_priority'),
@@ -154,9 +157,24 @@ class ServingCore:
         try:
             for name in check_tenant_names(value('tenants')):
                 self._add_tenant(name)
+            self._check_models_used()
         except Exception:
             self.cleanup()
             raise
+        for info in self._server.models():
+            self.node.get_logger().info(f'model {info.describe()}')
+
+    def _check_models_used(self) -> None:
+        """Refuse a model whose input or classes differ from the first unless a tenant pins it."""
+        first = self._server.served_model()
+        pinned = {str(io.values['model']) for io in self._tenants.values()}
+        for info in self._server.models():
+            served = self._server.served_model(info.name)
+            difference = served.difference(first)
+            if difference and info.name not in pinned:
+                raise ValueError(
+                    f'model {info.path}: {difference} than the first model ({first.name}); '
+                    f'only tenants that pin it (<tenant>.model: {info.name}) can use it')
 
     def activate(self) -> None:
         """Open every tenant's topics, the services and the timers; start serving."""
@@ -234,6 +252,8 @@ class ServingCore:
     # -- set-up ------------------------------------------------------------------------------
 
     def _declare(self, name: str, default, spec) -> None:
+        if spec.kind == 'string_array' and not default:
+            default = Parameter.Type.STRING_ARRAY  # an empty list alone would type as bytes
         try:
             self.node.declare_parameter(name, default, descriptor(spec))
         except InvalidParameterTypeException as error:
@@ -255,21 +275,35 @@ class ServingCore:
             self._declare(full, defaults[spec.name], spec)
             io.values[spec.name] = self._value(full)
         try:
-            goal = check_tenant(io.values, max_accuracy=self._server.profile.max_accuracy,
-                                qos_deadline_ms=None,
-                                fallback_latency_ms=self._fallback_latency_ms,
-                                policies=self._policies, profile=self._server.profile)
-            io.input = image_input(io.values['input_topic'], io.values['transport'],
-                                   self._server.spec)
-        except ValueError as error:
+            model = self._model_of(io.values)
+            goal = self._check_tenant(io.values, qos_deadline_ms=None,
+                                      fallback_latency_ms=self._fallback_latency_ms)
+            io.input = image_input(io.values['input_topic'], io.values['transport'], model.spec)
+            io.model_spec = model.spec
+        except (KeyError, ValueError) as error:
             raise ValueError(f'tenant {name}: {error}') from None
         self._note_unmeetable(io, goal)
         self._server.add_tenant(name, goal=goal, policy=str(io.values['policy']),
                                 queue_size=int(io.values['queue_size']),
                                 on_infeasible=str(io.values['on_infeasible']),
-                                share=float(io.values['share']))
+                                share=float(io.values['share']),
+                                model=str(io.values['model']))
         self._budgets.set_base(name, goal)
         self._tenants[name] = io
+
+    def _model_of(self, values: Dict[str, object]):
+        """Return the tenant's pinned model, or the first (KeyError names the known ones)."""
+        return self._server.served_model(str(values['model']))
+
+    def _check_tenant(self, values: Dict[str, object], **bounds):
+        """Check a tenant's parameters against its model(s); return its goal (ValueError)."""
+        model = self._model_of(values)
+        pinned = bool(values['model'])
+        best = model.profile.max_accuracy if pinned else max(
+            self._server.served_model(info.name).profile.max_accuracy
+            for info in self._server.models())
+        return check_tenant(values, max_accuracy=best, policies=self._policies,
+                            profile=model.profile, **bounds)
 
     def _open_tenant(self, io: _TenantIo) -> None:
         """Create a tenant's publishers and subscriptions."""
@@ -470,6 +504,7 @@ class ServingCore:
         msg.policy = result.policy
         msg.num_threads = int(result.threads)
         msg.delivery_ms = float(result.delivery_ms)
+        msg.model = result.model
         return msg
 
     def _runtime_event_callback(self, kind: str, text: str) -> None:
@@ -509,19 +544,27 @@ class ServingCore:
         for tenant, fields in changes.items():
             io = self._tenants[tenant]
             try:
-                goals[tenant] = check_tenant(
-                    {**io.values, **fields}, max_accuracy=self._server.profile.max_accuracy,
-                    qos_deadline_ms=io.qos_deadline_ms, fallback_latency_ms=fallback,
-                    policies=self._policies, profile=self._server.profile)
-            except ValueError as error:
-                return SetParametersResult(successful=False, reason=f'{tenant}: {error}')
+                if 'model' in fields:
+                    model = self._model_of(fields)
+                    if model.spec != io.model_spec:
+                        raise ValueError(f'model {model.name} takes another input than this '
+                                         "tenant's decoder was made for; pin it at start-up")
+                goals[tenant] = self._check_tenant(
+                    {**io.values, **fields}, qos_deadline_ms=io.qos_deadline_ms,
+                    fallback_latency_ms=fallback)
+            except (KeyError, ValueError) as error:
+                reason = error.args[0] if isinstance(error, KeyError) else error
+                return SetParametersResult(successful=False, reason=f'{tenant}: {reason}')
         self._max_pixels = int(server.get('max_image_pixels', self._max_pixels))
         self._fallback_latency_ms = fallback
         for tenant, fields in changes.items():
             io = self._tenants[tenant]
             old_policy, old_queue = io.values['policy'], io.values['queue_size']
+            old_model = io.values['model']
             io.values.update(fields)
             self._set_goal(io, goals[tenant])
+            if io.values['model'] != old_model:
+                self._server.set_model(tenant, str(io.values['model']))
             if io.values['policy'] != old_policy:
                 self._server.set_policy(tenant, str(io.values['policy']))
             if io.values['queue_size'] != old_queue:
@@ -573,9 +616,8 @@ class ServingCore:
 
     def _apply_qos_deadline(self, io: _TenantIo) -> None:
         try:
-            goal = check_tenant(io.values, max_accuracy=self._server.profile.max_accuracy,
-                                qos_deadline_ms=io.qos_deadline_ms,
-                                fallback_latency_ms=self._fallback_latency_ms)
+            goal = self._check_tenant(io.values, qos_deadline_ms=io.qos_deadline_ms,
+                                      fallback_latency_ms=self._fallback_latency_ms)
         except ValueError as error:
             self.node.get_logger().error(f'tenant {io.name}: offered deadline '
                                          f'{io.qos_deadline_ms} ms gives no valid goal: {error}')
@@ -695,6 +737,7 @@ class ServingCore:
         meter = server.meter
         values = {
             'model': str(self._server.model.path), 'exits': self._server.num_exits,
+            **{f'model {info.name}': info.describe() for info in server.models()},
             'energy_source': meter.source,
             'energy': 'measured' if meter.measured else 'estimated',
             'pending_frames': self._server.pending(), 'tenants': ', '.join(self._tenants),
@@ -720,7 +763,7 @@ class ServingCore:
 
 
 class ServerNode(Node):
-    """Serve one multi-exit model to the tenants named in the ``tenants`` parameter."""
+    """Serve the model family to the tenants named in the ``tenants`` parameter."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(kwargs.pop('node_name', 'delen_server'), **kwargs)
