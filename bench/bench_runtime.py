@@ -9,6 +9,9 @@ Benchmark the Dělen runtime on the shipped model: its own decision overhead, an
      expected accuracy, cost predictions, ExitStatus, conditions, energy accounting);
    - the whole serve path on the real network (InferenceServer.serve: plan, execute,
      result, statistics, policy.observe) minus the time spent inside the network's stages.
+   - the decision with a family of 1, 2 and 3 models (the shipped anytime model, the shipped
+     traditional one, and that one again under another name): scheduler put + get, the
+     plan over model x exit x threads (plan-first, as the server runs it) and feasibility.
 2. Queueing with 1, 3 and 8 tenants, each a camera thread submitting Fashion-MNIST frames at
    a fixed rate into a queue of 2 under a latency bound: served / dropped / infeasible and
    latency p50 / p99 from the source stamp.
@@ -122,6 +125,48 @@ def decision_paths(model, profile, images, requests):
         rows.append((spec_text, str(goal), float(np.mean(exits)),
                      {name: _us(values) for name, values in samples.items()},
                      _us(decision), _us(total)))
+    return rows
+
+
+def family_decisions(requests):
+    """Median/p99 us of scheduler + plan + feasibility with 1, 2 and 3 models, per goal."""
+    server = InferenceServer.from_checkpoint(models=['fmnist_small_resnet'], threads=1)
+    server.add_model('fmnist_small_resnet', name='fmnist_small_resnet_copy')
+    family = tuple(server.served_model(info.name) for info in server.models())
+    goals = (Goal.latency(1e4), Goal.latency(10.0), Goal.latency(2.0), Goal.accuracy(0.92),
+             Goal.energy(1e5, latency_ms=1e4))
+    rows = []
+    x = torch.zeros(1)
+    for count in (1, 2, 3):
+        models = family[:count]
+        first = models[0]
+        for goal in goals:
+            policy = make_policy('coordinated')
+            policy.attach(first.profile)
+            scheduler = EdfScheduler()
+            scheduler.add_tenant('t', 2)
+            samples, chosen = [], []
+            for run in range(requests + 200):
+                start = time.perf_counter()
+                scheduler.put(Request(tenant='t', stamp_s=0.0, due_s=0.01, deadline_s=0.01,
+                                      tensor=x, goal=goal, policy=policy))
+                request = scheduler.get_nowait()
+                context = RequestContext(
+                    tenant='t', goal=request.goal, num_exits=first.num_exits, queue_ms=0.0,
+                    remaining_ms=goal.latency_ms or float('inf'),
+                    energy_budget_mj=goal.energy_mj or float('inf'), default_threads=1,
+                    thread_counts=first.cost.thread_counts, cost=first.cost,
+                    profile=first.profile, stages=first.executor, models=models)
+                plan = policy.plan(context)
+                served = first if plan.model is None else server.served_model(plan.model)
+                least = served.cost.expected(0, plan.threads)
+                feasible = least.latency_ms <= context.remaining_ms
+                done = time.perf_counter()
+                if run >= 200:
+                    samples.append(done - start)
+                    chosen.append((served.name, plan.target_exit, plan.threads, feasible))
+            common = max(set(chosen), key=chosen.count)
+            rows.append((count, str(goal), _us(samples), common))
     return rows
 
 
@@ -251,6 +296,14 @@ def main():
         cells = [f'{parts[n][0]:.1f} / {parts[n][1]:.1f}' for n in names]
         print(f'| {policy} | {goal} | {mean_exit:.2f} | ' + ' | '.join(cells)
               + f' | {decision[0]:.1f} / {decision[1]:.1f} | {total[0]:.1f} / {total[1]:.1f} |')
+
+    print('\nDecision with a model family (coordinated, plan-first; scheduler + plan over '
+          'model x exit x threads + feasibility, median / p99 us):\n')
+    print('| models | goal | decision | most frequent choice (model, exit, threads) |')
+    print('|---|---|---|---|')
+    for count, goal, decision, (name, target, threads, _) in family_decisions(args.requests):
+        print(f'| {count} | {goal} | {decision[0]:.1f} / {decision[1]:.1f} | '
+              f'{name}, {target}, {threads} |')
     if args.decision_only:
         return
 

@@ -43,6 +43,9 @@ def _nodes(context, *args, **kwargs):
     model = LaunchConfiguration('model').perform(context)
     if model:
         server['model'] = model
+    models = LaunchConfiguration('models').perform(context)
+    if models:
+        server['models'] = [entry.strip() for entry in models.split(',') if entry.strip()]
     demo = IfCondition(LaunchConfiguration('demo'))
     common = {'package': 'delen_ros', 'namespace': LaunchConfiguration('namespace'),
               'output': 'screen', 'arguments': _node_arguments()}
@@ -109,6 +112,10 @@ def generate_launch_description():
             'model', default_value='',
             description="multi-exit checkpoint to serve; empty: the config file's model, else "
                         'the shipped Fashion-MNIST model'),
+        DeclareLaunchArgument(
+            'models', default_value='',
+            description='comma-separated checkpoints (or shipped model names) that join the '
+                        "first in the model family; empty: the config file's models"),
         DeclareLaunchArgument(
             'namespace', default_value='', description='namespace of every node'),
         DeclareLaunchArgument(

@@ -3,7 +3,7 @@
 from . import fashion_mnist
 from .backbones import build_multi_exit, compact_resnet_stages, from_torchvision
 from .checkpoint import (CheckpointError, default_model_path, load_checkpoint, LoadedModel,
-                         save_checkpoint)
+                         resolve_model_path, save_checkpoint)
 from .config import ARCHITECTURES, InputSpec, MultiExitConfig
 from .metrics import exit_accuracy, exit_flops, exit_logits, normalize_images, stage_flops
 from .network import ExitHead, ExitState, MultiExitNetwork
@@ -12,5 +12,6 @@ __all__ = [
     'ARCHITECTURES', 'CheckpointError', 'ExitHead', 'ExitState', 'InputSpec', 'LoadedModel',
     'MultiExitConfig', 'MultiExitNetwork', 'build_multi_exit', 'compact_resnet_stages',
     'default_model_path', 'exit_accuracy', 'exit_flops', 'exit_logits', 'fashion_mnist',
-    'from_torchvision', 'load_checkpoint', 'normalize_images', 'save_checkpoint', 'stage_flops',
+    'from_torchvision', 'load_checkpoint', 'normalize_images', 'resolve_model_path',
+    'save_checkpoint', 'stage_flops',
 ]

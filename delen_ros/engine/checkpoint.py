@@ -12,7 +12,7 @@ from .config import MultiExitConfig
 from .network import MultiExitNetwork
 
 __all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'LoadedModel', 'default_model_path',
-           'load_checkpoint', 'save_checkpoint']
+           'load_checkpoint', 'resolve_model_path', 'save_checkpoint']
 
 CHECKPOINT_FORMAT = 'delen_ros.multi_exit/1'
 _DEFAULT_MODEL = 'fmnist_compact_resnet.pt'
@@ -41,6 +41,20 @@ def default_model_path() -> Path:
         candidates.append(parent / 'share' / 'delen_ros' / 'models' / _DEFAULT_MODEL)
     candidates.append(here.parents[2] / 'models' / _DEFAULT_MODEL)
     return next((c for c in candidates if c.is_file()), candidates[-1])
+
+
+def resolve_model_path(entry: Union[str, Path]) -> Path:
+    """
+    Return the file a model entry names: a path, or the name of a shipped model.
+
+    A bare name (no folder, e.g. ``fmnist_small_resnet``) that is not a file here names a
+    model shipped beside the default one (share/delen_ros/models when installed).
+    """
+    path = Path(entry)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    return default_model_path().with_name(path.name if path.suffix == '.pt'
+                                          else path.name + '.pt')
 
 
 def save_checkpoint(path: Union[str, Path], network: MultiExitNetwork, config: MultiExitConfig,

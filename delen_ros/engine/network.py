@@ -53,9 +53,9 @@ class MultiExitNetwork(nn.Module):
     """
     A backbone cut into stages, with one exit head after each stage.
 
-    The last head is the backbone's own classifier. One stage with its classifier is a
-    traditional (single-exit) network: the runtime serves it like any other, with one exit. ``forward`` returns every exit's logits
-    (for training); ``begin``/``step`` run one stage at a time (for serving).
+    The last head is the backbone's own classifier; one stage with its classifier is a
+    traditional (single-exit) network, served like any other. ``forward`` returns every
+    exit's logits (for training); ``begin``/``step`` run one stage at a time (for serving).
     """
 
     def __init__(self, stages: Sequence[nn.Module], heads: Sequence[nn.Module]) -> None:

@@ -56,9 +56,10 @@ SERVER_PARAMETERS = (
     ParameterSpec('profile', 'string', '', 'profile JSON of the model; empty: beside the model',
                   read_only=True),
     ParameterSpec('models', 'string_array', [],
-                  'more checkpoints (.pt, each with its .profile.json beside it) for the '
-                  'model family: the policy picks model x exit x threads per frame; a model '
-                  'is named by its file name without .pt (for <tenant>.model)', read_only=True),
+                  'more checkpoints (.pt, each with its .profile.json beside it, or the name '
+                  'of a shipped model such as fmnist_small_resnet) for the model family: the '
+                  'policy picks model x exit x threads per frame; a model is named by its '
+                  'file name without .pt (for <tenant>.model)', read_only=True),
     ParameterSpec('platform', 'string', '',
                   'power-model platform when no power meter is readable; empty: detect',
                   read_only=True),

@@ -19,7 +19,7 @@ import torch
 from .cost import CostModel
 from .energy import EnergyMeter, PowerModel
 from .executor import ConditionalExecutor
-from ..engine import load_checkpoint, LoadedModel
+from ..engine import load_checkpoint, LoadedModel, resolve_model_path
 from ..engine.profiling import default_profile_path, load_profile, ModelProfile, ProfileError
 from ..imaging import ModelInputTransform
 
@@ -137,10 +137,11 @@ def load_served_model(path: Union[str, Path, None], profile: Union[str, Path, No
     """
     Load a checkpoint and its profile (default: beside it) into a ServedModel.
 
-    Raises CheckpointError or ProfileError naming the file, ValueError for a mismatch.
+    ``path``: a file, or the name of a shipped model (``fmnist_small_resnet``). Raises
+    CheckpointError or ProfileError naming the file.
     """
     started = time.perf_counter()
-    model = load_checkpoint(path)
+    model = load_checkpoint(None if path is None else resolve_model_path(path))
     profile_path = profile if profile is not None else default_profile_path(model.path)
     loaded_profile = load_profile(profile_path)
     load_s = time.perf_counter() - started

@@ -1058,5 +1058,5 @@ def _chosen(models: Tuple[ServedModel, ...], name: str) -> ServedModel:
     for served in models:
         if served.name == name:
             return served
-    raise PolicyError(f'plan model {name!r} is not one of this request\'s models '
+    raise PolicyError(f"plan model {name!r} is not one of this request's models "
                       f'({", ".join(m.name for m in models)})')

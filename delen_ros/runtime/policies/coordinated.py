@@ -78,7 +78,7 @@ class SettingState:
         self.threads = threads
         self.path_ms = tuple(path_ms)   # cumulative profiled median, stage by stage, per exit
         self.path_mj = tuple(path_mj)   # the same times the active power
-        self.paths: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {}
+        self.paths: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {}  # per model
         self.latency = _filter(1.0, spread)
         self.energy = _filter(1.0, spread)
         self.residuals: Deque[float] = collections.deque()
@@ -110,8 +110,10 @@ class ModelView:
         return len(self.accuracy) - 1
 
 
-def _paths(profile: Any, threads: int, watts: float) -> Tuple[Tuple[float, ...],
-                                                             Tuple[float, ...]]:
+Path = Tuple[Tuple[float, ...], Tuple[float, ...]]  # cumulative ms and mJ, per exit
+
+
+def _paths(profile: Any, threads: int, watts: float) -> Path:
     profiled = min(profile.thread_counts, key=lambda t: (abs(t - threads), t))
     path, total = [], 0.0
     for k in range(profile.num_exits):
