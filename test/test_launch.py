@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'serve.launch.py'
-DOCUMENTED_ARGUMENTS = {'config', 'model', 'namespace', 'demo', 'log_level', 'executor',
-                        'managed', 'autostart'}
+DOCUMENTED_ARGUMENTS = {'config', 'model', 'models', 'namespace', 'demo', 'log_level',
+                        'executor', 'managed', 'autostart'}
 
 
 def _declared_arguments(tree):

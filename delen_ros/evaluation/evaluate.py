@@ -19,14 +19,15 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from . import report
 from .oracle import (exit_correctness, latency_oracle_run, LatencyTable, measure_latencies,
-                     oracle_run)
+                     merge_tables, oracle_run)
 from .runner import PolicyRun, run_policy
 from .scenarios import builtin_scenarios, Scenario, SCENARIOS
-from ..engine import fashion_mnist, load_checkpoint, normalize_images
+from ..engine import fashion_mnist, load_checkpoint, normalize_images, resolve_model_path
 from ..engine.profiling import default_profile_path, load_profile, machine_description
 from ..runtime.energy import default_platform, PowerModel
 from ..runtime.server import InferenceServer
@@ -50,6 +51,7 @@ class EvaluationConfig:
     plots: bool = True
     records: bool = False
     seeds: int = 1
+    models: Sequence[str] = ()
 
     def __post_init__(self):
         if not self.scale > 0:
@@ -115,6 +117,10 @@ def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
     output.mkdir(parents=True, exist_ok=True)
     model = load_checkpoint(config.model)
     profile = load_profile(config.profile or default_profile_path(model.path))
+    family = [model] + [load_checkpoint(resolve_model_path(entry)) for entry in config.models]
+    accuracies = list(profile.exit_accuracy)
+    for extra in family[1:]:
+        accuracies += load_profile(default_profile_path(extra.path)).exit_accuracy
     platform = config.platform or default_platform()
     power = PowerModel.from_platform(platform)
     images, labels = fashion_mnist.load('test', root=config.data_root)
@@ -129,16 +135,17 @@ def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
     uptime_before = _uptime()
 
     # Recorded pass for the oracle: per-exit correctness and per-phase latencies.
-    correctness = exit_correctness(
-        model.network, model.config.input_spec, images, labels,
-        frames=sorted({a.frame for trace in traces.values() for a in trace}))
-    inputs = normalize_images(images[:64], model.config.input_spec)
+    frames = sorted({a.frame for trace in traces.values() for a in trace})
+    correctness = np.concatenate([
+        exit_correctness(member.network, member.config.input_spec, images, labels,
+                         frames=frames) for member in family])
     phases = (False, True) if any(s.load for s in scenarios) else (False,)
-    print(f'recording latencies per exit, thread count and load phase {phases} ...',
+    print(f'recording latencies per model, exit, thread count and load phase {phases} ...',
           file=sys.stderr)
-    table: LatencyTable = measure_latencies(
-        model.network, inputs, thread_counts=profile.thread_counts, phases=phases,
-        frames=config.calibration_frames)
+    table: LatencyTable = merge_tables([measure_latencies(
+        member.network, normalize_images(images[:64], member.config.input_spec),
+        thread_counts=profile.thread_counts, phases=phases,
+        frames=config.calibration_frames) for member in family])
 
     total = sum(s.duration_s * len(s.policies) * config.seeds for s in scenarios)
     results = []
@@ -154,13 +161,15 @@ def evaluate(config: EvaluationConfig) -> List[ScenarioResult]:
                     bar.set_postfix_str(f'{variant.name}/{policy}/seed {variant.seed}')
                     server = InferenceServer(model, profile, platform=platform, threads=1,
                                              clock=time.monotonic)
+                    for entry in config.models:
+                        server.add_model(entry)
                     runs.append(run_policy(variant, policy, server=server, trace=trace,
                                            images=images, labels=labels,
                                            progress=bar.update))
                 runs.append(oracle_run(variant, trace, table=table, correctness=correctness,
                                        labels=labels, power=power))
                 runs.append(latency_oracle_run(
-                    variant, trace, table=table, exit_accuracy=profile.exit_accuracy,
+                    variant, trace, table=table, exit_accuracy=accuracies,
                     correctness=correctness, labels=labels, power=power))
                 by_seed.append(runs)
             results.append(ScenarioResult(scenario=scenario, runs=pool_runs(by_seed),
@@ -249,6 +258,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         'intervals); plots show the first')
     parser.add_argument('--model', type=Path, help='checkpoint (default: shipped)')
     parser.add_argument('--profile', type=Path, help='profile (default: beside the model)')
+    parser.add_argument('--models', nargs='+', default=[],
+                        help='more checkpoints (or shipped names, e.g. fmnist_small_resnet) '
+                        'in the model family: every policy runs on a server holding them '
+                        '(those that choose models use them), and the oracles choose model x '
+                        'exit x threads')
     parser.add_argument('--platform', help='power model (default: detected)')
     parser.add_argument('--data-root', type=Path, default=fashion_mnist.DEFAULT_ROOT)
     parser.add_argument('--no-plots', action='store_true', help='tables only')
@@ -259,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         output=args.output, scenarios=tuple(args.scenarios), scale=args.scale,
         model=args.model, profile=args.profile, platform=args.platform,
         data_root=args.data_root, policies=args.policies, plots=not args.no_plots,
-        records=args.records, seeds=args.seeds)
+        records=args.records, seeds=args.seeds, models=tuple(args.models))
     started = time.monotonic()
     evaluate(config)
     print(f'wrote {config.output / "results.md"} in {time.monotonic() - started:.0f} s',

@@ -38,7 +38,7 @@ from ..runtime.executor import apply_threads
 from ..runtime.goals import GoalKind
 
 __all__ = ['LatencyTable', 'exit_correctness', 'latency_oracle_run', 'measure_latencies',
-           'oracle_run']
+           'merge_tables', 'oracle_run']
 
 
 @dataclass
@@ -136,6 +136,26 @@ def measure_latencies(network, inputs: torch.Tensor, *, thread_counts: Sequence[
         torch.set_num_threads(saved)
     return LatencyTable(samples=samples, cpu_samples=cpu_samples,
                         thread_counts=tuple(thread_counts), num_exits=network.num_exits)
+
+
+def merge_tables(tables: Sequence[LatencyTable]) -> LatencyTable:
+    """
+    Join the tables of a model family into one, numbering exits across the models in order.
+
+    The oracles then choose model x exit x threads as ALERT does (exits of the first model
+    first, then the next model's, ...: the numbering of ``runner.family_offsets``).
+    """
+    samples: Dict[Tuple[bool, int, int], List[float]] = {}
+    cpu_samples: Dict[Tuple[bool, int, int], List[float]] = {}
+    offset = 0
+    for table in tables:
+        for (loaded, threads, exit_index), values in table.samples.items():
+            samples[(loaded, threads, exit_index + offset)] = values
+            cpu_samples[(loaded, threads, exit_index + offset)] = \
+                table.cpu_samples[(loaded, threads, exit_index)]
+        offset += table.num_exits
+    return LatencyTable(samples=samples, cpu_samples=cpu_samples,
+                        thread_counts=tables[0].thread_counts, num_exits=offset)
 
 
 def exit_correctness(network, spec, images: np.ndarray, labels: np.ndarray, *,

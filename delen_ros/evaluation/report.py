@@ -175,11 +175,14 @@ def plot_choices(scenario: Scenario, runs: Sequence[PolicyRun], path: Path) -> P
         twin.set_ylim(0.5, 2.8)
         twin.set_yticks([1, 2])
         twin.tick_params(labelsize=7, colors='tab:orange')
-        axis.set_ylim(-0.5, 3.5)
-        axis.set_yticks(range(4))
+        top = max([3] + [r.exit_index for r in answered])
+        axis.set_ylim(-0.5, top + 0.5)
+        axis.set_yticks(range(top + 1))
         axis.set_ylabel(f'{_name(run)}\nexit', fontsize=8)
         axis.tick_params(labelsize=7)
-    axes[-1, 0].set_xlabel('scenario time (s); blue: exit (left), orange: threads (right)')
+    axes[-1, 0].set_xlabel('scenario time (s); blue: exit (left; with a model family, exits '
+                           'count on across models: 4 = the traditional model), orange: '
+                           'threads (right)')
     return _save(figure, f'{scenario.name}: exit and thread choice per frame', path)
 
 

@@ -20,7 +20,7 @@ from .scenarios import Arrival, Scenario
 from ..runtime.policies import make_policy, Policy
 from ..runtime.server import InferenceResult, InferenceServer
 
-__all__ = ['PolicyRun', 'RequestRecord', 'run_policy']
+__all__ = ['PolicyRun', 'RequestRecord', 'family_offsets', 'run_policy']
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,20 @@ def _events(scenario: Scenario, trace: Sequence[Arrival]) -> List[Tuple[float, i
     return events
 
 
+def family_offsets(server: InferenceServer) -> Dict[str, int]:
+    """
+    Where each model's exits start in the family's exit numbering (the first model's first).
+
+    With the shipped family, exits 0-3 are the anytime model's and exit 4 the traditional
+    model's answer: records, the oracle and the plots count in this one numbering.
+    """
+    offsets, start = {}, 0
+    for info in server.models():
+        offsets[info.name] = start
+        start += info.num_exits
+    return offsets
+
+
 def run_policy(scenario: Scenario, policy: str, *, server: InferenceServer,
                trace: Sequence[Arrival], images: np.ndarray, labels: np.ndarray,
                progress: Optional[Callable[[float], None]] = None,
@@ -174,6 +188,7 @@ def run_policy(scenario: Scenario, policy: str, *, server: InferenceServer,
                'infeasible': sum(s.dropped_infeasible for s in stats.values()),
                'shutdown': sum(s.dropped_shutdown for s in stats.values())}
     records = []
+    offsets = family_offsets(server)
     for index, arrival in enumerate(trace):
         result = collector.results.get(str(index))
         deadline, energy_bound = _goal_bounds(arrival.goal)
@@ -191,8 +206,8 @@ def run_policy(scenario: Scenario, policy: str, *, server: InferenceServer,
             index=index, time_s=arrival.time_s, tenant=arrival.tenant, frame=arrival.frame,
             label=label, goal=str(arrival.goal), deadline_ms=deadline,
             energy_bound_mj=energy_bound, loaded=arrival.loaded, answered=True,
-            exit_index=result.exit_index, threads=result.threads,
-            latency_ms=result.latency_ms, queue_ms=result.queue_ms,
+            exit_index=result.exit_index + offsets.get(result.model, 0),
+            threads=result.threads, latency_ms=result.latency_ms, queue_ms=result.queue_ms,
             compute_ms=result.compute_ms, energy_mj=result.energy_mj,
             deadline_met=result.deadline_met, correct=result.class_id == label))
     return PolicyRun(

@@ -73,7 +73,7 @@ class DemoRecorder(Node):
             self.points[msg.tenant].append(ResultPoint(
                 t_s=t_s, latency_ms=msg.latency_ms, deadline_ms=msg.deadline_ms,
                 exit_index=msg.exit_index, threads=msg.num_threads, energy_mj=msg.energy_mj,
-                deadline_met=msg.deadline_met))
+                deadline_met=msg.deadline_met, model=msg.model, num_exits=msg.num_exits))
 
     def _status_callback(self, msg: TenantStatus) -> None:
         with self.lock:

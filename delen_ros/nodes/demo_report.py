@@ -38,7 +38,7 @@ class StatusRow:
 
 @dataclass(frozen=True)
 class ResultPoint:
-    """One final answer: when it came, how late, under which bound, from which exit."""
+    """One final answer: when it came, how late, under which bound, from which model and exit."""
 
     t_s: float
     latency_ms: float
@@ -47,6 +47,13 @@ class ResultPoint:
     threads: int = 1
     energy_mj: float = math.nan
     deadline_met: bool = True
+    model: str = ''
+    num_exits: int = 4
+
+    @property
+    def traditional(self) -> bool:
+        """Return True for an answer of a single-exit (traditional) model."""
+        return self.num_exits == 1
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,8 @@ def format_table(rows: Sequence[StatusRow]) -> str:
 def format_phase_table(points: Mapping[str, List[ResultPoint]],
                        phases: Sequence[Phase]) -> str:
     """Render each tenant's answers before, during and after the contention (Markdown)."""
-    lines = ['| tenant | phase | answers | in bound | mean exit | exits 0/1/2/3 | mean threads '
-             '| p99 latency | energy/frame (est.) |', '|' + '---|' * 9]
+    lines = ['| tenant | phase | answers | in bound | anytime exits 0/1/2/3 | traditional model '
+             '| mean threads | p99 latency | energy/frame (est.) |', '|' + '---|' * 9]
     for tenant in sorted(points):
         for phase in phases:
             chosen = [p for p in points[tenant] if phase.start_s <= p.t_s < phase.end_s]
@@ -104,7 +111,9 @@ def format_phase_table(points: Mapping[str, List[ResultPoint]],
                              '| n/a |')
                 continue
             count = len(chosen)
-            exits = [sum(p.exit_index == k for p in chosen) for k in range(4)]
+            anytime = [p for p in chosen if not p.traditional]
+            exits = [sum(p.exit_index == k for p in anytime) for k in range(4)]
+            traditional = count - len(anytime)
             latencies = sorted(p.latency_ms for p in chosen)
             p99 = latencies[min(int(math.ceil(0.99 * count)) - 1, count - 1)]
             energies = [p.energy_mj for p in chosen if not math.isnan(p.energy_mj)]
@@ -112,8 +121,8 @@ def format_phase_table(points: Mapping[str, List[ResultPoint]],
             lines.append(
                 f'| {tenant} | {phase.name} | {count} | '
                 f'{100 * sum(p.deadline_met for p in chosen) / count:.1f} % | '
-                f'{sum(p.exit_index for p in chosen) / count:.2f} | '
                 f'{"/".join(str(e) for e in exits)} | '
+                f'{traditional} ({100 * traditional / count:.0f} %) | '
                 f'{sum(p.threads for p in chosen) / count:.2f} | {p99:.1f} ms | {energy} |')
     return '\n'.join(lines)
 
@@ -122,9 +131,10 @@ def plot_timeline(points: Mapping[str, List[ResultPoint]], path: Path, *,
                   events: Sequence[Dict[str, object]] = (),
                   phases: Sequence[Phase] = ()) -> Path:
     """
-    Plot, per tenant, latency against its bound and the exit and threads chosen over time.
+    Plot, per tenant, latency against its bound and the model, exit and threads chosen.
 
-    Phases marked ``contention`` are shaded.
+    Answers of a traditional (single-exit) model are drawn on their own row above the anytime
+    model's exits. Phases marked ``contention`` are shaded.
     """
     import matplotlib
     matplotlib.use('Agg')
@@ -144,12 +154,13 @@ def plot_timeline(points: Mapping[str, List[ResultPoint]], path: Path, *,
         latency_axis.set_ylabel('ms')
         latency_axis.set_title(f'{tenant}: latency vs bound')
         latency_axis.legend(loc='upper right')
-        exit_axis.plot(times, [p.exit_index for p in series], '.', markersize=3,
-                       color='tab:blue', label='exit')
-        exit_axis.set_ylim(-0.3, 3.3)
-        exit_axis.set_yticks(range(4))
-        exit_axis.set_ylabel('exit', color='tab:blue')
-        exit_axis.set_title(f'{tenant}: exit and threads chosen')
+        exit_axis.plot(times, [4 if p.traditional else p.exit_index for p in series], '.',
+                       markersize=3, color='tab:blue', label='exit')
+        exit_axis.set_ylim(-0.3, 4.3)
+        exit_axis.set_yticks(range(5))
+        exit_axis.set_yticklabels(['0', '1', '2', '3', 'trad.'])
+        exit_axis.set_ylabel('anytime exit / traditional model', color='tab:blue')
+        exit_axis.set_title(f'{tenant}: model, exit and threads chosen')
         thread_axis = exit_axis.twinx()
         thread_axis.plot(times, [p.threads + 0.1 for p in series], '.', markersize=2,
                          color='tab:orange', label='threads')

@@ -59,7 +59,8 @@ SERVER_PARAMETERS = (
                   'more checkpoints (.pt, each with its .profile.json beside it, or the name '
                   'of a shipped model such as fmnist_small_resnet) for the model family: the '
                   'policy picks model x exit x threads per frame; a model is named by its '
-                  'file name without .pt (for <tenant>.model)', read_only=True),
+                  'file name without .pt (for <tenant>.model); a YAML list or '
+                  'comma-separated text', read_only=True),
     ParameterSpec('platform', 'string', '',
                   'power-model platform when no power meter is readable; empty: detect',
                   read_only=True),

@@ -30,13 +30,12 @@ from delen_ros.nodes.spin import run_node
 from delen_ros.nodes.tenant_values import tenant_values
 from delen_ros.runtime import available_policies, InferenceServer, InputError
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException, ParameterUninitializedException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
@@ -145,7 +144,7 @@ class ServingCore:
         value = self._value
         self._server = InferenceServer.from_checkpoint(
             path=value('model') or None, profile=value('profile') or None,
-            models=list(value('models')),
+            models=_entries(value('models')),
             platform=value('platform') or None, threads=value('threads'),
             clock=time.monotonic, on_result=self._result_callback,
             max_batch=value('max_batch'), cpu_priority=value('cpu_priority'),
@@ -252,10 +251,15 @@ class ServingCore:
     # -- set-up ------------------------------------------------------------------------------
 
     def _declare(self, name: str, default, spec) -> None:
+        described = descriptor(spec)
         if spec.kind == 'string_array' and not default:
-            default = Parameter.Type.STRING_ARRAY  # an empty list alone would type as bytes
+            # An empty list would type as bytes, and a typed but unset parameter breaks
+            # get_parameters (ros2 param get/dump): '' or a list, both meaning the entries.
+            default = ''
+            described.type = ParameterType.PARAMETER_NOT_SET
+            described.dynamic_typing = True
         try:
-            self.node.declare_parameter(name, default, descriptor(spec))
+            self.node.declare_parameter(name, default, described)
         except InvalidParameterTypeException as error:
             hint = ' (YAML reads 50 as an integer: write 50.0)' if spec.kind == 'double' else ''
             raise ValueError(f'parameter {name} must be a {spec.kind}{hint}: {error}') from None
@@ -777,6 +781,12 @@ class ServerNode(Node):
         if core is not None:  # None: the parameters were refused before it was made
             core.cleanup()
         super().destroy_node()
+
+
+def _entries(value) -> List[str]:
+    """Return the entries of a list parameter given as a list or as comma-separated text."""
+    items = value.split(',') if isinstance(value, str) else list(value)
+    return [str(item).strip() for item in items if str(item).strip()]
 
 
 def _late(snapshot) -> int:
