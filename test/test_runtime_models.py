@@ -124,6 +124,8 @@ def test_tenants_pinned_to_a_model_are_answered_by_it(family):
                 result = family.next_result(timeout=10.0)
                 assert result is not None
                 answers[result.tenant].append(result)
+        assert family.stats('pinned').model_counts == (('fmnist_small_resnet', 30),)
+        assert family.stats('anytime').model_counts == (('fmnist_compact_resnet', 30),)
     finally:
         family.stop(timeout=5.0)
         family.remove_tenant('pinned')

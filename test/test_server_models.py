@@ -89,11 +89,11 @@ class Client:
                 type=ParameterType.PARAMETER_STRING, string_value=model))])
         return self.probe.call(self.set_client, request).results[0]
 
-    def server_values(self):
+    def server_values(self, name='delen_server'):
         with self.lock:
             for array_msg in reversed(self.diagnostics):
                 for status in array_msg.status:
-                    if status.name == 'delen_server':
+                    if status.name == name:
                         return {kv.key: kv.value for kv in status.values}
         return None
 
@@ -120,6 +120,9 @@ def test_every_model_is_reported_at_start_up_and_in_diagnostics(server, client):
     assert values, 'no server diagnostics'
     assert 'traditional, 1 exit' in values[f'model {SMALL}']
     assert 'anytime, 4 exits' in values[f'model {ANYTIME}']
+    pinned = wait_for(lambda: (client.server_values('delen_server: tenant pinned') or {}).get(
+        'answers_by_model', '').startswith(f'{SMALL}: '), 60.0, interval=0.1)
+    assert pinned, "no per-model answer count in the pinned tenant's diagnostics"
     text = log.read_text()
     for name in (SMALL, ANYTIME):
         line = next((line for line in text.splitlines() if f'model {name} (' in line), '')

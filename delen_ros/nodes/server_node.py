@@ -720,6 +720,8 @@ class ServingCore:
             'failed': snapshot.failed, 'last_rejection': io.last_rejection,
             'deadline_met_ratio': f'{met:.3f}', 'latency_p99_ms': f'{snapshot.latency_p99_ms:.2f}',
             'mean_exit': f'{snapshot.mean_exit:.2f}',
+            'answers_by_model': ', '.join(f'{name}: {count}'
+                                          for name, count in snapshot.model_counts),
             'energy_mean_mj': f'{snapshot.energy_mean_mj:.3f}',
             'energy_measured': snapshot.energy_measured, 'accuracy': f'{snapshot.accuracy:.4f}',
             'input_deadline_missed': io.deadline_missed,

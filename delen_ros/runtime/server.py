@@ -939,7 +939,8 @@ class InferenceServer:
             energy_mj=final.energy_mj,
             deadline_met=None if goal.latency_ms is None else result.deadline_met,
             class_id=final.class_id, label=request.label,
-            energy_measured=self.meter.measured, energy_source=self.meter.source)
+            energy_measured=self.meter.measured, energy_source=self.meter.source,
+            model=row.model.name)
         if correct is not None:
             result = replace(result, correct=correct)
         self._shares.answered(request.tenant, self._backlogged())

@@ -20,6 +20,7 @@ class StatsSnapshot:
     over the frames that came with a ground-truth label (NaN without any).
     ``dropped = dropped_queue + dropped_infeasible + dropped_shutdown``; ``failed``: frames
     whose serving raised (received = served + dropped + rejected + failed, once idle).
+    ``model_counts``: final answers per model name, since the tenant was added.
     """
 
     tenant: str
@@ -47,6 +48,7 @@ class StatsSnapshot:
     labelled: int
     window: int
     failed: int = 0
+    model_counts: Tuple[Tuple[str, int], ...] = ()
 
 
 def sorted_percentile(values, q: float) -> float:
@@ -85,6 +87,7 @@ class TenantStats:
         self._exit = collections.deque(maxlen=window)
         self._energy = collections.deque(maxlen=window)
         self._exit_counts = [0] * num_exits
+        self._model_counts: Dict[str, int] = {}
         self._energy_measured = False
         self._energy_source = ''
         self._labelled = self._correct = 0
@@ -121,11 +124,13 @@ class TenantStats:
 
     def served(self, *, stamp_s: float, latency_ms: float, exit_index: int, energy_mj: float,
                deadline_met: Optional[bool], class_id: int, label: Optional[int],
-               energy_measured: bool, energy_source: str) -> Optional[bool]:
+               energy_measured: bool, energy_source: str,
+               model: str = '') -> Optional[bool]:
         """Record a final answer; returns whether it was correct when the label is known."""
         key = _stamp_key(stamp_s)
         with self._lock:
             self._served += 1
+            self._model_counts[model] = self._model_counts.get(model, 0) + 1
             self._latency.append(latency_ms)
             self._exit.append(exit_index)
             self._energy.append(energy_mj)
@@ -174,6 +179,7 @@ class TenantStats:
             counts = (self._received, self._served, self._rejected, self._infeasible,
                       self._with_deadline, self._deadline_met, self._labelled, self._correct)
             exit_counts = tuple(self._exit_counts)
+            model_counts = tuple(self._model_counts.items())
             measured, source = self._energy_measured, self._energy_source
             failed = self._failed
         (received, served, rejected, infeasible, with_deadline, met, labelled,
@@ -192,4 +198,4 @@ class TenantStats:
             energy_mean_mj=sum(energy) / len(energy) if energy else nan,
             energy_measured=measured, energy_source=source,
             accuracy=correct / labelled if labelled else nan, labelled=labelled,
-            window=self.window, failed=failed)
+            window=self.window, failed=failed, model_counts=model_counts)
