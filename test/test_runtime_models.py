@@ -171,3 +171,22 @@ def test_a_model_with_another_input_serves_only_tenants_that_pin_it(tmp_path):
         server.stop(timeout=5.0)
     assert results['colour'].model == 'color'
     assert results['free'].model != 'color'  # never chosen for a tenant that did not pin it
+
+
+def test_a_deeper_model_added_later_serves_a_tenant_pinned_to_it_with_its_policy():
+    server = InferenceServer.from_checkpoint(path=TRADITIONAL, threads=1)
+    try:
+        server.add_tenant('t', goal='latency:500', policy='static:exit_index=0')
+        server.add_model(ANYTIME)
+        # exit 3 suits the new model only: checked against it, set with it.
+        server.set_model('t', 'fmnist_compact_resnet', policy='static:exit_index=3')
+        images, labels = _frames(1)
+        server.start()
+        server.submit('t', images[0], label=int(labels[0]))
+        result = server.next_result(timeout=10.0)
+    finally:
+        server.stop(timeout=5.0)
+    assert result is not None and (result.model, result.exit_index) == (
+        'fmnist_compact_resnet', 3)
+    snapshot = server.stats('t')
+    assert snapshot.failed == 0 and snapshot.exit_counts == (0, 0, 0, 1)

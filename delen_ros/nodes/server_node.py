@@ -567,9 +567,10 @@ class ServingCore:
             old_model = io.values['model']
             io.values.update(fields)
             self._set_goal(io, goals[tenant])
-            if io.values['model'] != old_model:
-                self._server.set_model(tenant, str(io.values['model']))
-            if io.values['policy'] != old_policy:
+            if io.values['model'] != old_model:  # checked with the new policy, set with it
+                self._server.set_model(tenant, str(io.values['model']),
+                                       policy=str(io.values['policy']))
+            elif io.values['policy'] != old_policy:
                 self._server.set_policy(tenant, str(io.values['policy']))
             if io.values['queue_size'] != old_queue:
                 self._server.set_queue_size(tenant, int(io.values['queue_size']))

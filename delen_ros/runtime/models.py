@@ -8,6 +8,7 @@ serve the same tenant; one that differs serves only the tenants that pin it.
 """
 
 from dataclasses import dataclass
+import functools
 import hashlib
 from pathlib import Path
 import time
@@ -58,8 +59,8 @@ class ServedModel:
     """
     One model held by a server: network, profile, cost model, executor and input transform.
 
-    Raises ValueError when the profile was made for another model (exit count, architecture
-    or file hash differ).
+    Raises ProfileError (a ValueError) when the profile was made for another model (exit
+    count, architecture or file hash differ).
     """
 
     def __init__(self, name: str, model: LoadedModel, profile: ModelProfile, *,
@@ -93,8 +94,7 @@ class ServedModel:
 
     def interchangeable_with(self, other: 'ServedModel') -> bool:
         """Return True when both take the same input and answer with the same classes."""
-        return (self.spec == other.spec and self.config.num_classes == other.config.num_classes
-                and self.config.class_names == other.config.class_names)
+        return not self.difference(other)
 
     def difference(self, other: 'ServedModel') -> str:
         """Say how this model's input or classes differ from another's ('' when they don't)."""
@@ -113,23 +113,34 @@ class ServedModel:
 
 
 def check_profile(model: LoadedModel, profile: ModelProfile) -> None:
-    """Raise ValueError when a profile was not made for this model."""
+    """Raise ProfileError, naming the profile, when it was not made for this model."""
     where = profile.path or 'the profile'
     if model.network.num_exits != profile.num_exits:
-        raise ValueError(f'{where}: the model has {model.network.num_exits} exits but its '
-                         f'profile {profile.num_exits}: profile another model?')
+        raise ProfileError(f'{where}: the model has {model.network.num_exits} exits but its '
+                           f'profile {profile.num_exits}: profile another model?')
     arch = profile.model.get('arch')
     if arch and arch != model.config.arch:
-        raise ValueError(f'{where}: profiled architecture {arch!r}, the model is '
-                         f'{model.config.arch!r}')
+        raise ProfileError(f'{where}: profiled architecture {arch!r}, the model is '
+                           f'{model.config.arch!r}')
     expected = profile.model.get('sha256')
     if expected and model.path is not None and Path(model.path).is_file():
-        found = hashlib.sha256(Path(model.path).read_bytes()).hexdigest()
+        found = _sha256(Path(model.path))
         if found != expected:
-            raise ValueError(f'{where}: made for another model file '
-                             f'({profile.model.get("file", "?")}, sha256 {expected[:12]}...), '
-                             f'not {Path(model.path).name} (sha256 {found[:12]}...); run '
-                             'delen_profile on it')
+            raise ProfileError(f'{where}: made for another model file '
+                               f'({profile.model.get("file", "?")}, sha256 {expected[:12]}...), '
+                               f'not {Path(model.path).name} (sha256 {found[:12]}...); run '
+                               'delen_profile on it')
+
+
+def _sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed by size and modification time: a checked file is read once, a rewritten one again.
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_served_model(path: Union[str, Path, None], profile: Union[str, Path, None] = None, *,
@@ -145,9 +156,6 @@ def load_served_model(path: Union[str, Path, None], profile: Union[str, Path, No
     profile_path = profile if profile is not None else default_profile_path(model.path)
     loaded_profile = load_profile(profile_path)
     load_s = time.perf_counter() - started
-    try:
-        check_profile(model, loaded_profile)
-    except ValueError as error:
-        raise ProfileError(str(error)) from None
+    check_profile(model, loaded_profile)  # before the cost model and executor are built
     return ServedModel(name or model_name(model.path), model, loaded_profile, load_s=load_s,
                        **options)

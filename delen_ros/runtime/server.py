@@ -347,14 +347,23 @@ class InferenceServer:
         return tuple(m for m in self._models.values()
                      if m is first or m.interchangeable_with(first))
 
-    def set_model(self, name: str, model: str) -> None:
-        """Pin a tenant to one model ('' lets its policy choose again), from the next frame."""
+    def set_model(self, name: str, model: str,
+                  policy: Union[str, Policy, None] = None) -> None:
+        """
+        Pin a tenant to one model ('' lets its policy choose again), from the next frame.
+
+        ``policy``: its new policy, checked against the new model and set with it (default:
+        the current one, which must suit the new model).
+        """
         models = self._models_for(model)
         tenant = self._tenant(name)
-        self._checked_policy(tenant.policy, models[0])
+        policy_object = self._checked_policy(
+            tenant.policy if policy is None else policy, models[0])
         with tenant.lock:
-            tenant.config = replace(tenant.config, model=model)
+            tenant.config = replace(tenant.config, model=model,
+                                    policy=policy_object.describe())
             tenant.models = models
+            tenant.policy = policy_object
 
     # -- tenants -----------------------------------------------------------------------------
 

@@ -134,6 +134,8 @@ class TenantStats:
             self._latency.append(latency_ms)
             self._exit.append(exit_index)
             self._energy.append(energy_mj)
+            if exit_index >= len(self._exit_counts):  # a deeper model added since
+                self._exit_counts.extend([0] * (exit_index + 1 - len(self._exit_counts)))
             self._exit_counts[exit_index] += 1
             self._energy_measured = energy_measured
             self._energy_source = energy_source

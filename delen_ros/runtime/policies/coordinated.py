@@ -102,12 +102,13 @@ class ModelView:
         self.accuracy = tuple(profile.exit_accuracy)
         self.best_at = best_at  # the most an answer of each exit is expected to be right
 
-    def first_reaching(self, bound: float) -> int:
-        """Return the first exit whose profiled accuracy reaches ``bound`` (else the last)."""
-        for exit_index, accuracy in enumerate(self.accuracy):
-            if accuracy >= bound:
-                return exit_index
-        return len(self.accuracy) - 1
+
+def _first_reaching(accuracies: Sequence[float], bound: float) -> int:
+    """Return the first exit whose profiled accuracy reaches ``bound`` (else the last)."""
+    for exit_index, accuracy in enumerate(accuracies):
+        if accuracy >= bound:
+            return exit_index
+    return len(accuracies) - 1
 
 
 Path = Tuple[Tuple[float, ...], Tuple[float, ...]]  # cumulative ms and mJ, per exit
@@ -213,11 +214,7 @@ class CoordinatedPolicy(Policy):
         p95 = [profile.stage_latency_ms(k, profiled, 'p95') for k in range(profile.num_exits)]
         spread = max(0.05, max((b / a - 1.0) / 1.645 for a, b in zip(medians, p95) if a > 0))
         watts = float(context.cost.power.active_w(threads))
-        path, total = [], 0.0
-        for median in medians:
-            total += median
-            path.append(total)
-        state = SettingState(threads, path, [p * watts for p in path], spread)
+        state = SettingState(threads, *_paths(profile, threads, watts), spread)
         for view in self._views:
             state.paths[view.name] = _paths(view.profile, threads, watts)
         self._refresh(state)
@@ -240,12 +237,6 @@ class CoordinatedPolicy(Policy):
                     factor: float) -> int:
         return _ceiling(state.path_ms, state.path_mj, remaining_ms, energy_mj, factor,
                         state.energy_factor)
-
-    def _first_reaching(self, bound: float) -> int:
-        for exit_index, accuracy in enumerate(self._accuracy):
-            if accuracy >= bound:
-                return exit_index
-        return len(self._accuracy) - 1
 
     def _states_of(self, context: RequestContext) -> Tuple[SettingState, ...]:
         counts = (self.threads,) if self.threads is not None else context.thread_counts
@@ -287,7 +278,6 @@ class CoordinatedPolicy(Policy):
         energy = context.energy_budget_mj
         accuracy_goal = goal.kind is GoalKind.ACCURACY
         accuracy = self._accuracy
-        needed = self._first_reaching(goal.min_accuracy) if accuracy_goal else 0
         margin = self.tolerance if self.tolerance > 0.002 else 0.002
         best = None
         best_ceiling = -1
@@ -295,18 +285,17 @@ class CoordinatedPolicy(Policy):
         best_view = None
         requests = self.requests
         views = self._views if len(self._views) > 1 else (None,)
+        needs = [_first_reaching(accuracy if view is None else view.accuracy, goal.min_accuracy)
+                 if accuracy_goal else 0 for view in views]
         for state in states:
             if state.blocked_until > requests:
                 continue
-            for view in views:
+            for view, model_needed in zip(views, needs):
                 if view is None:
                     path_ms, path_mj, model_accuracy = state.path_ms, state.path_mj, accuracy
-                    model_needed = needed
                 else:
                     path_ms, path_mj = state.paths[view.name]
                     model_accuracy = view.accuracy
-                    model_needed = view.first_reaching(goal.min_accuracy) if accuracy_goal \
-                        else 0
                 ceiling = _ceiling(path_ms, path_mj, remaining, energy, state.factor,
                                    state.energy_factor)
                 if ceiling < 0:
@@ -314,9 +303,7 @@ class CoordinatedPolicy(Policy):
                 if accuracy_goal:
                     # Reaching the bound first (the deeper the ceiling, the more frames do),
                     # then the least energy to the exit that reaches it.
-                    reached = model_accuracy[ceiling] >= goal.min_accuracy or \
-                        ceiling >= model_needed
-                    value = 1.0 if reached else model_accuracy[ceiling]
+                    value = 1.0 if ceiling >= model_needed else model_accuracy[ceiling]
                     cost = path_mj[min(model_needed, ceiling)] * state.energy.mean
                     better = best is None or value > best_value or (
                         value == best_value and cost < best_cost)
