@@ -5,10 +5,12 @@ delen_server side by side with the plain rclpy node it must beat, on the same ca
 Processes, all real, over Fast DDS on loopback:
 - a stream process publishes Fashion-MNIST test frames on every stream of a row, at the
   stream's rate, with the stream's deadline offered as a deadline QoS (best effort, keep last 2);
-- the system under test, one after the other on the same streams: the plain peer
+- the system under test, one after the other on the same streams: the floor (the plain peer
+  answering without the network: the same messages, no compute), the plain peer
   (bench/plain_peer_node.py) with torch's default threads and with 1 thread, then the installed
   delen_server (one tenant per stream, ``latency_ms: 0``: the bound is the offered deadline,
-  the server's default policy), and with --cpu-priority once more with that server parameter;
+  the server's default policy), and once more per --cpu-priority or --variant with those
+  parameters;
 - this process receives the results and times them from the image stamp to their receipt;
 - in the contention phase, one CPU-bound process per core, started and stopped here.
 
@@ -21,7 +23,7 @@ compute of the exits it ran (``compute_ms`` of the answer).
 
 Each phase lasts --frames frames of the row's fastest stream (times --scale).
 Usage: bench/bench_side_by_side.py [--frames 300] [--scale 1] [--rows ...] [--systems ...]
-       [--cpu-priority VALUE] [--variant PARAMETER=VALUE ...]
+       [--cpu-priority VALUE] [--variant PARAMETER=VALUE[,PARAMETER=VALUE...] ...]
 Full run (default): about 10-15 min on 2 cores; `--scale 0.2` about 2 min.
 Run it where rclpy is importable: `source tools/env.sh` (or `./delen shell`) first.
 """
@@ -214,7 +216,8 @@ class Receiver:
         now_ns = time.time_ns()
         tag, _, index = msg.header.frame_id.partition('|')
         label = self.labels[int(index)] if index.isdigit() else -1
-        answer = Answer((now_ns - _stamp_ns(msg.header)) / 1e6, int(msg.exit_index),
+        exit_index = int(msg.exit_index) if msg.num_exits else -1  # -1: no network ran
+        answer = Answer((now_ns - _stamp_ns(msg.header)) / 1e6, exit_index,
                         int(msg.class_id) == int(label), float(msg.compute_ms),
                         float(msg.deadline_ms), msg.header.frame_id, now_ns / 1e9)
         with self.lock:
@@ -249,10 +252,13 @@ class System:
     bound_from_qos: bool = False
 
 
-def peer_system(threads):
+def peer_system(threads, *, run_network=True):
+    command = (sys.executable, str(HERE / 'plain_peer_node.py'), '--tenants', *TENANTS,
+               '--threads', str(threads))
+    if not run_network:
+        return System('floor: peer without the network', command + ('--no-network',))
     label = 'peer, default threads' if threads == 0 else f'peer, {threads} thread'
-    return System(label, (sys.executable, str(HERE / 'plain_peer_node.py'), '--tenants',
-                          *TENANTS, '--threads', str(threads)))
+    return System(label, command)
 
 
 def _yaml_scalar(text):
@@ -263,31 +269,47 @@ def _yaml_scalar(text):
         return json.dumps(text)
 
 
-def server_system(folder, variant=None):
-    """Return delen_server with one tenant per stream, and a server parameter if given."""
+def server_system(folder, variant=(), number=0):
+    """
+    Return delen_server with one tenant per stream, and the variant's parameters if given.
+
+    A variant is ((parameter, value), ...); a tenant parameter (one the server does not have
+    itself) is set for every tenant.
+    """
     lines = ['delen_server:', '  ros__parameters:', f'    tenants: [{", ".join(TENANTS)}]']
-    label, name = 'delen_server', 'server'
-    if variant is not None:
-        parameter, value = variant
-        lines.append(f'    {parameter}: {_yaml_scalar(value)}')
-        label, name = f'delen_server, {parameter} {value}', f'server_{parameter}'
+    label = 'delen_server'
+    for parameter, value in variant:
+        if parameter_kind(parameter) == 'tenant':
+            lines += [f'    {t}.{parameter}: {_yaml_scalar(value)}' for t in TENANTS]
+        else:
+            lines.append(f'    {parameter}: {_yaml_scalar(value)}')
+    if variant:
+        label += ', ' + ', '.join(f'{parameter} {value}' for parameter, value in variant)
     lines += [f'    {tenant}.input_topic: {input_topic(tenant)}' for tenant in TENANTS]
-    params = folder / f'{name}.yaml'
+    params = folder / f'server_{number}.yaml'
     params.write_text('\n'.join(lines) + '\n')
     return System(label, (str(server_executable()), '--ros-args', '--params-file', str(params)),
                   bound_from_qos=True)
 
 
 def _variant(text):
-    parameter, sep, value = text.partition('=')
-    if not sep or not parameter:
-        raise argparse.ArgumentTypeError(f'expected PARAMETER=VALUE, got {text!r}')
-    return parameter, value
+    pairs = []
+    for item in text.split(','):
+        parameter, sep, value = item.partition('=')
+        if not sep or not parameter:
+            raise argparse.ArgumentTypeError(
+                f'expected PARAMETER=VALUE[,PARAMETER=VALUE...], got {text!r}')
+        pairs.append((parameter.strip(), value.strip()))
+    return tuple(pairs)
 
 
-def server_has_parameter(name):
-    from delen_ros.nodes.parameters import SERVER_PARAMETERS
-    return any(spec.name == name for spec in SERVER_PARAMETERS)
+def parameter_kind(name):
+    """Return 'server' or 'tenant' where delen_server has the parameter, else None."""
+    from delen_ros.nodes.parameters import SERVER_PARAMETERS, TENANT_PARAMETERS
+    for kind, specs in (('server', SERVER_PARAMETERS), ('tenant', TENANT_PARAMETERS)):
+        if any(spec.name == name for spec in specs):
+            return kind
+    return None
 
 
 # -- measuring -------------------------------------------------------------------------------
@@ -435,11 +457,15 @@ def detail_table(results, rows):
     return lines
 
 
+def _mean(values):
+    return statistics.mean(values) if values else float('nan')
+
+
 def _detail_line(name, label, phase, c):
     latency = [a.latency_ms for a in c.answers]
-    accuracy = (100.0 * statistics.mean(a.correct for a in c.answers)
-                if c.answers else float('nan'))
-    exits = statistics.mean(a.exit_index for a in c.answers) if c.answers else float('nan')
+    inferred = [a for a in c.answers if a.exit_index >= 0]
+    accuracy = 100.0 * _mean([a.correct for a in inferred])
+    exits = _mean([a.exit_index for a in inferred])
     return (f'| {name} | {label} | {phase} | {_fmt(c.answered_pct())} | '
             f'{_fmt(c.in_time_pct())} | {_fmt(_p(latency, 50))} | {_fmt(_p(latency, 99))} | '
             f'{_fmt(accuracy)} | {_fmt(exits, 2)} |')
@@ -479,7 +505,7 @@ def overhead_table(results, floor):
         e2e = [a.latency_ms for a in answers]
         compute = [a.compute_ms for a in answers]
         overhead = [a.latency_ms - a.compute_ms for a in answers]
-        exits = statistics.mean(a.exit_index for a in answers) if answers else float('nan')
+        exits = _mean([a.exit_index for a in answers if a.exit_index >= 0])
         lines.append(
             f'| {label} | {_fmt(_p(e2e, 50), 2)} | {_fmt(_p(e2e, 99), 2)} | '
             f'{_fmt(_p(compute, 50), 2)} | {_fmt(_p(compute, 99), 2)} | '
@@ -498,16 +524,19 @@ def main(argv=None):
     parser.add_argument('--warmup-s', type=float, default=2.0,
                         help='seconds streamed after the first answer, not measured')
     parser.add_argument('--rows', nargs='+', choices=list(ROWS), default=list(ROWS))
-    parser.add_argument('--systems', nargs='+', default=['peer', 'peer1', 'server'],
-                        choices=['peer', 'peer1', 'server'],
-                        help='peer: default threads; peer1: 1 thread; server: delen_server')
+    parser.add_argument('--systems', nargs='+', default=['floor', 'peer', 'peer1', 'server'],
+                        choices=['floor', 'peer', 'peer1', 'server'],
+                        help='floor: the peer without the network; peer: default threads; '
+                             'peer1: 1 thread; server: delen_server')
     parser.add_argument('--cpu-priority', default=None,
                         help='run delen_server once more with this `cpu_priority` value, '
                              'e.g. nice:-10 (same as --variant cpu_priority=VALUE)')
     parser.add_argument('--variant', type=_variant, action='append', default=[],
-                        metavar='PARAMETER=VALUE',
-                        help='run delen_server once more with this server parameter, e.g. '
-                             'max_batch=1 (skipped when the server has no such parameter)')
+                        metavar='PARAMETER=VALUE[,...]',
+                        help='run delen_server once more with these parameters, e.g. '
+                             'max_batch=1 or policy=budget,max_batch=1; a tenant parameter is '
+                             'set for every tenant (skipped when the server has no such '
+                             'parameter)')
     parser.add_argument('--streams', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.streams:
@@ -521,18 +550,21 @@ def main(argv=None):
     results = {}
     with tempfile.TemporaryDirectory(prefix='bench_sbs_') as folder:
         folder = Path(folder)
-        systems = [*(peer_system(0) for s in args.systems if s == 'peer'),
+        systems = [*(peer_system(1, run_network=False) for s in args.systems if s == 'floor'),
+                   *(peer_system(0) for s in args.systems if s == 'peer'),
                    *(peer_system(1) for s in args.systems if s == 'peer1'),
                    *(server_system(folder) for s in args.systems if s == 'server')]
         notes = []
-        variants = args.variant + ([('cpu_priority', args.cpu_priority)]
+        variants = args.variant + ([(('cpu_priority', args.cpu_priority),)]
                                    if args.cpu_priority is not None else [])
-        for variant in variants:
-            if server_has_parameter(variant[0]):
-                systems.append(server_system(folder, variant))
+        for number, variant in enumerate(variants, start=1):
+            missing = [parameter for parameter, _ in variant
+                       if parameter_kind(parameter) is None]
+            if missing:
+                notes.append(f'skipped {",".join(f"{p}={v}" for p, v in variant)}: this '
+                             f'delen_server has no `{missing[0]}` parameter')
             else:
-                notes.append(f'skipped {variant[0]}={variant[1]}: this delen_server has no '
-                             f'`{variant[0]}` parameter')
+                systems.append(server_system(folder, variant, number))
         with open(folder / 'streams.log', 'w') as streams_log:
             streams_process = StreamProcess(streams_log)
             try:
