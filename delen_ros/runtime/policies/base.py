@@ -61,10 +61,10 @@ class Plan:
             raise PolicyError(f'plan target_exit must be an integer, got {self.target_exit!r}')
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestContext:
     """
-    What a policy knows when it plans a request.
+    What a policy knows when it plans a request (policies read it and must not change it).
 
     ``remaining_ms``: latency budget left after queueing (inf without a deadline);
     ``energy_budget_mj``: the goal's energy bound (inf without one); ``cost``: the shared
