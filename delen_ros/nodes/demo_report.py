@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 __all__ = ['Phase', 'ResultPoint', 'StatusRow', 'format_bounds', 'format_phase_table',
-           'format_table', 'plot_timeline']
+           'format_table', 'plot_timeline', 'traditional_models']
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,17 @@ def format_table(rows: Sequence[StatusRow]) -> str:
     return '\n'.join(lines)
 
 
+def traditional_models(points: Mapping[str, List[ResultPoint]]) -> List[str]:
+    """Return the names of the traditional models that answered, sorted."""
+    return sorted({p.model for series in points.values() for p in series if p.traditional})
+
+
 def format_phase_table(points: Mapping[str, List[ResultPoint]],
                        phases: Sequence[Phase]) -> str:
     """Render each tenant's answers before, during and after the contention (Markdown)."""
-    lines = ['| tenant | phase | answers | in bound | anytime exits 0/1/2/3 | traditional model '
+    names = traditional_models(points)
+    header = f'traditional: {" / ".join(names)}' if len(names) > 1 else 'traditional model'
+    lines = [f'| tenant | phase | answers | in bound | anytime exits 0/1/2/3 | {header} '
              '| mean threads | p99 latency | energy/frame (est.) |', '|' + '---|' * 9]
     for tenant in sorted(points):
         for phase in phases:
@@ -114,6 +121,8 @@ def format_phase_table(points: Mapping[str, List[ResultPoint]],
             anytime = [p for p in chosen if not p.traditional]
             exits = [sum(p.exit_index == k for p in anytime) for k in range(4)]
             traditional = count - len(anytime)
+            per_model = ' / '.join(str(sum(p.traditional and p.model == name for p in chosen))
+                                   for name in names)
             latencies = sorted(p.latency_ms for p in chosen)
             p99 = latencies[min(int(math.ceil(0.99 * count)) - 1, count - 1)]
             energies = [p.energy_mj for p in chosen if not math.isnan(p.energy_mj)]
@@ -122,9 +131,14 @@ def format_phase_table(points: Mapping[str, List[ResultPoint]],
                 f'| {tenant} | {phase.name} | {count} | '
                 f'{100 * sum(p.deadline_met for p in chosen) / count:.1f} % | '
                 f'{"/".join(str(e) for e in exits)} | '
-                f'{traditional} ({100 * traditional / count:.0f} %) | '
+                f'{per_model if len(names) > 1 else traditional} '
+                f'({100 * traditional / count:.0f} %) | '
                 f'{sum(p.threads for p in chosen) / count:.2f} | {p99:.1f} ms | {energy} |')
     return '\n'.join(lines)
+
+
+def _short(model: str) -> str:
+    return model.removeprefix('fmnist_').removesuffix('_resnet')
 
 
 def plot_timeline(points: Mapping[str, List[ResultPoint]], path: Path, *,
@@ -133,14 +147,16 @@ def plot_timeline(points: Mapping[str, List[ResultPoint]], path: Path, *,
     """
     Plot, per tenant, latency against its bound and the model, exit and threads chosen.
 
-    Answers of a traditional (single-exit) model are drawn on their own row above the anytime
-    model's exits. Phases marked ``contention`` are shaded.
+    Answers of each traditional (single-exit) model are drawn on a row of their own above the
+    anytime model's exits. Phases marked ``contention`` are shaded.
     """
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot
 
     tenants = sorted(points)
+    names = traditional_models(points) or ['']
+    model_row = {name: 4 + i for i, name in enumerate(names)}
     figure, axes = pyplot.subplots(len(tenants) or 1, 2, figsize=(12, 3 * max(len(tenants), 1)),
                                    squeeze=False)
     for row, tenant in enumerate(tenants):
@@ -154,11 +170,12 @@ def plot_timeline(points: Mapping[str, List[ResultPoint]], path: Path, *,
         latency_axis.set_ylabel('ms')
         latency_axis.set_title(f'{tenant}: latency vs bound')
         latency_axis.legend(loc='upper right')
-        exit_axis.plot(times, [4 if p.traditional else p.exit_index for p in series], '.',
-                       markersize=3, color='tab:blue', label='exit')
-        exit_axis.set_ylim(-0.3, 4.3)
-        exit_axis.set_yticks(range(5))
-        exit_axis.set_yticklabels(['0', '1', '2', '3', 'trad.'])
+        exit_axis.plot(times, [model_row[p.model] if p.traditional else p.exit_index
+                               for p in series], '.', markersize=3, color='tab:blue',
+                       label='exit')
+        exit_axis.set_ylim(-0.3, 3.3 + len(names))
+        exit_axis.set_yticks(range(4 + len(names)))
+        exit_axis.set_yticklabels(['0', '1', '2', '3', *(_short(n) or 'trad.' for n in names)])
         exit_axis.set_ylabel('anytime exit / traditional model', color='tab:blue')
         exit_axis.set_title(f'{tenant}: model, exit and threads chosen')
         thread_axis = exit_axis.twinx()
