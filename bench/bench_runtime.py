@@ -9,9 +9,9 @@ Benchmark the Dělen runtime on the shipped model: its own decision overhead, an
      expected accuracy, cost predictions, ExitStatus, conditions, energy accounting);
    - the whole serve path on the real network (InferenceServer.serve: plan, execute,
      result, statistics, policy.observe) minus the time spent inside the network's stages.
-   - the decision with a family of 1, 2 and 3 models (the shipped anytime model, the shipped
-     traditional one, and that one again under another name): scheduler put + get, the
-     plan over model x exit x threads (plan-first, as the server runs it) and feasibility.
+   - the decision with a family of 1, 2 and 3 models (the shipped anytime model, then the
+     shipped small and medium traditional ones): scheduler put + get, the plan over
+     model x exit x threads (plan-first, as the server runs it) and feasibility.
 2. Queueing with 1, 3 and 8 tenants, each a camera thread submitting Fashion-MNIST frames at
    a fixed rate into a queue of 2 under a latency bound: served / dropped / infeasible and
    latency p50 / p99 from the source stamp.
@@ -130,8 +130,8 @@ def decision_paths(model, profile, images, requests):
 
 def family_decisions(requests):
     """Median/p99 us of scheduler + plan + feasibility with 1, 2 and 3 models, per goal."""
-    server = InferenceServer.from_checkpoint(models=['fmnist_small_resnet'], threads=1)
-    server.add_model('fmnist_small_resnet', name='fmnist_small_resnet_copy')
+    server = InferenceServer.from_checkpoint(
+        models=['fmnist_small_resnet', 'fmnist_medium_resnet'], threads=1)
     family = tuple(server.served_model(info.name) for info in server.models())
     goals = (Goal.latency(1e4), Goal.latency(10.0), Goal.latency(2.0), Goal.accuracy(0.92),
              Goal.energy(1e5, latency_ms=1e4))
