@@ -263,3 +263,22 @@ def test_cpu_priority_is_parsed_and_applied_or_explained():
 def test_a_bad_cpu_priority_is_refused(model, profile):
     with pytest.raises(ValueError, match='cpu_priority'):
         InferenceServer(model, profile, cpu_priority='nice:-99')
+
+
+def test_frames_waiting_cap_the_plan_of_the_frame_before_them(make_server, images):
+    # A still clock: every frame has the same 4 ms ahead of it. Alone, a frame may take a
+    # deep exit; with a frame of the stream waiting behind it, its plan must leave that frame
+    # time for its first exit, so it stops earlier.
+    now = time.time()
+    exits = {}
+    for case in ('alone', 'behind'):
+        server = make_server(clock=lambda: now)
+        server.add_tenant('camera', goal=Goal.latency(4.0), policy='budget', queue_size=2)
+        state = server._tenant('camera')
+        if case == 'behind':
+            assert server.submit('camera', images[1], stamp_s=now)  # no worker: it waits
+        request = Request(tenant='camera', stamp_s=now, due_s=now + 0.004,
+                          deadline_s=now + 0.004, tensor=server.to_input(images[0]),
+                          goal=state.config.goal, policy=state.policy)
+        exits[case] = server.serve(request).final.exit_index
+    assert exits['behind'] < exits['alone'], exits

@@ -783,18 +783,28 @@ class InferenceServer:
         upper = executor.cost.setting(threads).latency.upper
         return sum(split.plain_ms[start:]) * upper
 
+    def _slack_ms(self, request: Request, now: float) -> float:
+        """How long a waiting frame can still wait and get its first exit in time."""
+        if request.deadline_s is None:
+            return _INF
+        first = self.executor.split(self.threads).path_ms(0) * self.cost.setting(
+            self.threads).latency.upper
+        return (request.deadline_s - now) * 1e3 - self.delivery_ms - first
+
     def _can_wait(self, work, wait_ms: float, now: float) -> bool:
         rows = work.active if isinstance(work, Job) else [work]
-        for row in rows:
-            request = row.request if isinstance(work, Job) else row
-            if request.deadline_s is None:
-                continue
-            first = self.executor.split(self.threads).path_ms(0) * self.cost.setting(
-                self.threads).latency.upper
-            slack_ms = (request.deadline_s - now) * 1e3 - self.delivery_ms - first
-            if slack_ms < wait_ms:
-                return False
-        return True
+        return all(self._slack_ms(row.request if isinstance(work, Job) else row, now) >= wait_ms
+                   for row in rows)
+
+    def _backlog_ms(self, now: float) -> float:
+        """
+        The least slack of the frames waiting that can still be answered in time (inf: none).
+
+        A frame planned now delays them all: under a burst its own budget is capped by it, so
+        the stream is answered in time at shallower exits rather than late at deep ones.
+        """
+        slacks = (self._slack_ms(request, now) for request in self._scheduler.heads())
+        return min((slack for slack in slacks if slack > 0.0), default=_INF)
 
     def _next_job(self) -> Optional[Job]:
         """Take the next job: resume a suspended one, or start one from the queues."""
@@ -826,7 +836,8 @@ class InferenceServer:
         for position, request in enumerate(requests):
             if position and not self._scheduler.contains(request):
                 continue
-            row = self._plan(request, now)
+            # The frames left waiting cap the first frame's plan (a batch mate runs with it).
+            row = self._plan(request, now, self._backlog_ms(now) if not position else _INF)
             if row is None:
                 if position:
                     self._scheduler.take(request)
@@ -871,8 +882,13 @@ class InferenceServer:
                 return False
         return True
 
-    def _plan(self, request: Request, now: float) -> Optional[Row]:
-        """Plan a frame (policy, feasibility); None when it is dropped or fails."""
+    def _plan(self, request: Request, now: float, backlog_ms: float = _INF) -> Optional[Row]:
+        """
+        Plan a frame (policy, feasibility); None when it is dropped or fails.
+
+        The policy plans within the frame's own budget and ``backlog_ms``, the slack of the
+        frames that will wait for it; feasibility is judged on its own budget alone.
+        """
         tenant = self._tenants.get(request.tenant)
         if tenant is None:
             self._finished(1)
@@ -886,7 +902,7 @@ class InferenceServer:
         first = models[0]
         context = RequestContext(
             tenant=request.tenant, goal=goal, num_exits=first.num_exits, queue_ms=queue_ms,
-            remaining_ms=remaining, energy_budget_mj=energy_budget,
+            remaining_ms=min(remaining, backlog_ms), energy_budget_mj=energy_budget,
             default_threads=self.threads, thread_counts=first.cost.thread_counts,
             cost=first.cost, profile=first.profile, reserve_ms=reserve,
             stages=first.executor, models=models)
@@ -1009,7 +1025,8 @@ class InferenceServer:
         """Serve one dequeued request on the calling thread, to the end (no preemption)."""
         with self._activity:
             self._outstanding += 1
-        row = self._plan(request, self._clock())
+        now = self._clock()
+        row = self._plan(request, now, self._backlog_ms(now))
         if row is None:
             return None
         job = Job(row.model.executor, [row], request.tensor, row.plan.threads)
