@@ -266,19 +266,41 @@ def test_a_bad_cpu_priority_is_refused(model, profile):
 
 
 def test_frames_waiting_cap_the_plan_of_the_frame_before_them(make_server, images):
-    # A still clock: every frame has the same 4 ms ahead of it. Alone, a frame may take a
-    # deep exit; with a frame of the stream waiting behind it, its plan must leave that frame
-    # time for its first exit, so it stops earlier.
+    # A still clock and a 9 ms bound: alone, a frame takes the last exit. Served while an
+    # older frame waits (due 3 ms earlier, e.g. another tenant's), its plan must leave that
+    # frame time for its first exit, so it stops earlier.
     now = time.time()
     exits = {}
     for case in ('alone', 'behind'):
         server = make_server(clock=lambda: now)
-        server.add_tenant('camera', goal=Goal.latency(4.0), policy='budget', queue_size=2)
+        server.add_tenant('camera', goal=Goal.latency(9.0), policy='budget', queue_size=2)
         state = server._tenant('camera')
         if case == 'behind':
-            assert server.submit('camera', images[1], stamp_s=now)  # no worker: it waits
-        request = Request(tenant='camera', stamp_s=now, due_s=now + 0.004,
-                          deadline_s=now + 0.004, tensor=server.to_input(images[0]),
+            assert server.submit('camera', images[1], stamp_s=now - 0.003)  # no worker: waits
+        request = Request(tenant='camera', stamp_s=now, due_s=now + 0.009,
+                          deadline_s=now + 0.009, tensor=server.to_input(images[0]),
                           goal=state.config.goal, policy=state.policy)
         exits[case] = server.serve(request).final.exit_index
+    assert exits['alone'] == 3
     assert exits['behind'] < exits['alone'], exits
+
+
+def test_while_frames_keep_waiting_a_plan_keeps_up_with_the_arrivals(make_server, images):
+    # Frames of one stream every 2 ms with a 50 ms bound: each could take a deep exit alone,
+    # but while one waits the plan must fit the 2 ms between arrivals, or the queue overflows.
+    now = [time.time()]
+    exits = {}
+    for case in ('alone', 'stream'):
+        server = make_server(clock=lambda: now[0])
+        server.add_tenant('camera', goal=Goal.latency(50.0), policy='budget', queue_size=2)
+        state = server._tenant('camera')
+        if case == 'stream':
+            for number in range(6):
+                now[0] += 0.002
+                assert server.submit('camera', images[number], stamp_s=now[0])
+        request = Request(tenant='camera', stamp_s=now[0], due_s=now[0] + 0.05,
+                          deadline_s=now[0] + 0.05, tensor=server.to_input(images[9]),
+                          goal=state.config.goal, policy=state.policy)
+        exits[case] = server.serve(request).final.exit_index
+    assert exits['alone'] == 3
+    assert exits['stream'] < exits['alone'], exits

@@ -186,6 +186,23 @@ class _Tenant:
         self.on_result = on_result
         self.models = models
         self.lock = threading.Lock()
+        self.last_arrival_s: Optional[float] = None
+        self.interval_s = math.inf  # between frames submitted, exponentially weighted
+
+    def arrived(self, now: float) -> None:
+        """Note a frame's arrival (server clock) for the stream's rate."""
+        if self.last_arrival_s is not None:
+            gap = max(now - self.last_arrival_s, 0.0)
+            self.interval_s = gap if math.isinf(self.interval_s) else \
+                self.interval_s + 0.2 * (gap - self.interval_s)
+        self.last_arrival_s = now
+
+    def rate_hz(self, now: float) -> float:
+        """Frames per second lately; 0 once the stream has paused for four intervals (1 s)."""
+        if self.last_arrival_s is None or now - self.last_arrival_s > max(
+                1.0, 4.0 * self.interval_s):
+            return 0.0
+        return 1.0 / self.interval_s if self.interval_s > 0 else math.inf
 
 
 def _infer_encoding(frame: np.ndarray) -> str:
@@ -535,6 +552,7 @@ class InferenceServer:
             state.stats.rejected()
             raise
         now = self._clock()
+        state.arrived(now)
         stamp = now if stamp_s is None else float(stamp_s)
         if not math.isfinite(stamp):
             state.stats.rejected()
@@ -798,13 +816,19 @@ class InferenceServer:
 
     def _backlog_ms(self, now: float) -> float:
         """
-        The least slack of the frames waiting that can still be answered in time (inf: none).
+        What a frame planned now may take while others wait (inf: none wait).
 
-        A frame planned now delays them all: under a burst its own budget is capped by it, so
-        the stream is answered in time at shallower exits rather than late at deep ones.
+        It delays them all: its plan must leave the most urgent one that can still be answered
+        in time its first exit, and, while frames keep waiting, take no longer than the time
+        between arrivals of all streams together, or the queues overflow and drop frames.
         """
-        slacks = (self._slack_ms(request, now) for request in self._scheduler.heads())
-        return min((slack for slack in slacks if slack > 0.0), default=_INF)
+        heads = self._scheduler.heads()
+        if not heads:
+            return _INF
+        slacks = (self._slack_ms(request, now) for request in heads)
+        cap = min((slack for slack in slacks if slack > 0.0), default=_INF)
+        rate = sum(tenant.rate_hz(now) for tenant in self._tenants.values())
+        return min(cap, 1e3 / rate) if rate > 0 else cap
 
     def _next_job(self) -> Optional[Job]:
         """Take the next job: resume a suspended one, or start one from the queues."""
