@@ -816,7 +816,7 @@ class InferenceServer:
 
     def _backlog_ms(self, now: float) -> float:
         """
-        What a frame planned now may take while others wait (inf: none wait).
+        Return what a frame planned now may take while others wait (inf: none wait).
 
         It delays them all: its plan must leave the most urgent one that can still be answered
         in time its first exit, and, while frames keep waiting, take no longer than the time
