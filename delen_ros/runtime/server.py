@@ -819,14 +819,17 @@ class InferenceServer:
         Return what a frame planned now may take while others wait (inf: none wait).
 
         It delays them all: its plan must leave the most urgent one that can still be answered
-        in time its first exit, and, while frames keep waiting, take no longer than the time
-        between arrivals of all streams together, or the queues overflow and drop frames.
+        in time its first exit, and, while a queue is full (its next frame pushes one out),
+        take no longer than the time between arrivals of all streams together, or the queues
+        keep overflowing.
         """
         heads = self._scheduler.heads()
         if not heads:
             return _INF
         slacks = (self._slack_ms(request, now) for request in heads)
         cap = min((slack for slack in slacks if slack > 0.0), default=_INF)
+        if not self._scheduler.any_full():
+            return cap
         rate = sum(tenant.rate_hz(now) for tenant in self._tenants.values())
         return min(cap, 1e3 / rate) if rate > 0 else cap
 
