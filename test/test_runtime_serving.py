@@ -286,8 +286,9 @@ def test_frames_waiting_cap_the_plan_of_the_frame_before_them(make_server, image
 
 
 def test_while_frames_keep_waiting_a_plan_keeps_up_with_the_arrivals(make_server, images):
-    # Frames of one stream every 2 ms with a 50 ms bound: each could take a deep exit alone,
-    # but while one waits the plan must fit the 2 ms between arrivals, or the queue overflows.
+    # Frames of one stream every 2 ms with a 50 ms bound into a queue of 2: each could take a
+    # deep exit alone, but while the queue overflows the plan must fit the 2 ms between
+    # arrivals.
     now = [time.time()]
     exits = {}
     for case in ('alone', 'stream'):

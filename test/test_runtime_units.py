@@ -173,15 +173,3 @@ def test_sorted_percentile_is_numpys_linear_percentile(values, q):
     assert sorted_percentile(values, q) == pytest.approx(float(np.percentile(values, q)),
                                                          rel=1e-9, abs=1e-9)
     assert math.isnan(sorted_percentile([], q))
-
-
-def test_scheduler_says_when_a_queue_is_at_its_bound():
-    scheduler = EdfScheduler()
-    scheduler.add_tenant('a', 2)
-    scheduler.add_tenant('b', 3)
-    assert not scheduler.any_full()
-    for stamp in (0.0, 0.1):
-        scheduler.put(Request(tenant='a', stamp_s=stamp, due_s=stamp + 1.0, deadline_s=None))
-    assert scheduler.any_full()
-    scheduler.get_nowait()
-    assert not scheduler.any_full()

@@ -158,12 +158,6 @@ class EdfScheduler:
         with self._condition:
             return None if self._closed else self._pop_earliest()
 
-    def any_full(self) -> bool:
-        """Return True while some tenant's queue is at its bound (its next frame drops one)."""
-        with self._condition:
-            return any(len(queue) >= self._capacity[tenant]
-                       for tenant, queue in self._queues.items())
-
     def pending(self, tenant: Optional[str] = None) -> int:
         """Queued requests of one tenant, or of all."""
         with self._condition:

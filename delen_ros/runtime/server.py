@@ -43,6 +43,7 @@ __all__ = ['FrameSource', 'InferenceResult', 'InferenceServer', 'InputError', 'T
 
 _LOG = logging.getLogger(__name__)
 _INF = math.inf
+_OVERFLOW_WINDOW_S = 1.0  # queues overflowed this recently: plans keep up with arrivals
 INFEASIBLE_ACTIONS = ('drop', 'serve_first_exit')
 _ENCODINGS = {(2, 'uint8'): 'mono8', (3, 'uint8'): 'rgb8', (2, 'uint16'): 'mono16',
               (3, 'uint16'): 'rgb16'}
@@ -188,6 +189,7 @@ class _Tenant:
         self.lock = threading.Lock()
         self.last_arrival_s: Optional[float] = None
         self.interval_s = math.inf  # between frames submitted, exponentially weighted
+        self.last_overflow_s = -math.inf  # when its queue last pushed a frame out
 
     def arrived(self, now: float) -> None:
         """Note a frame's arrival (server clock) for the stream's rate."""
@@ -577,6 +579,8 @@ class InferenceServer:
             state.stats.dropped('shutdown')
             self._finished(1)
             return False
+        if dropped:
+            state.last_overflow_s = now
         for old in dropped:
             state.stats.dropped('queue')
         self._finished(len(dropped))
@@ -819,18 +823,18 @@ class InferenceServer:
         Return what a frame planned now may take while others wait (inf: none wait).
 
         It delays them all: its plan must leave the most urgent one that can still be answered
-        in time its first exit, and, while a queue is full (its next frame pushes one out),
-        take no longer than the time between arrivals of all streams together, or the queues
-        keep overflowing.
+        in time its first exit, and, while queues overflow (one pushed a frame out within the
+        last second), take no longer than the time between arrivals of all streams together.
         """
         heads = self._scheduler.heads()
         if not heads:
             return _INF
         slacks = (self._slack_ms(request, now) for request in heads)
         cap = min((slack for slack in slacks if slack > 0.0), default=_INF)
-        if not self._scheduler.any_full():
+        tenants = self._tenants.values()
+        if not any(now - tenant.last_overflow_s <= _OVERFLOW_WINDOW_S for tenant in tenants):
             return cap
-        rate = sum(tenant.rate_hz(now) for tenant in self._tenants.values())
+        rate = sum(tenant.rate_hz(now) for tenant in tenants)
         return min(cap, 1e3 / rate) if rate > 0 else cap
 
     def _next_job(self) -> Optional[Job]:
