@@ -831,7 +831,7 @@ class InferenceServer:
             return _INF
         slacks = (self._slack_ms(request, now) for request in heads)
         cap = min((slack for slack in slacks if slack > 0.0), default=_INF)
-        tenants = self._tenants.values()
+        tenants = tuple(self._tenants.values())  # one snapshot: tenants may come and go
         if not any(now - tenant.last_overflow_s <= _OVERFLOW_WINDOW_S for tenant in tenants):
             return cap
         rate = sum(tenant.rate_hz(now) for tenant in tenants)
