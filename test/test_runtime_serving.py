@@ -1,10 +1,12 @@
 """The serving loop: frame sources, EDF at stage boundaries, batches, shares, failures."""
 
+import gc
 import threading
 import time
 
 from delen_ros.engine import fashion_mnist
 from delen_ros.runtime import Goal, InferenceServer, Plan, Policy
+from delen_ros.runtime.collector import freeze_loaded_objects
 from delen_ros.runtime.policies import register_policy
 from delen_ros.runtime.priority import apply_priority, parse_priority, PriorityError
 from delen_ros.runtime.scheduler import Request
@@ -305,3 +307,14 @@ def test_while_frames_keep_waiting_a_plan_keeps_up_with_the_arrivals(make_server
         exits[case] = server.serve(request).final.exit_index
     assert exits['alone'] == 3
     assert exits['stream'] < exits['alone'], exits
+
+
+def test_serving_freezes_what_was_loaded_before_it_once(make_server, model):
+    events = []
+    first = gc.get_freeze_count() == 0  # no server of this process has started yet
+    make_server(on_event=lambda kind, text: events.append((kind, text))).start()
+    # The collector's full passes no longer scan the model the worker serves.
+    assert gc.get_freeze_count() > 0
+    assert not any(obj is model.network for obj in gc.get_objects(generation=2))
+    assert freeze_loaded_objects() == 0
+    assert [kind for kind, _ in events if kind == 'collector'] == (['collector'] if first else [])

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 import torch
 
+from .collector import freeze_loaded_objects
 from .conditions import ExitStatus
 from .cost import CostModel
 from .energy import default_platform, detect_meter, EnergyMeter, PowerModel
@@ -659,6 +660,10 @@ class InferenceServer:
             raise RuntimeError('server already started')
         self._scheduler.reopen()
         self._fatal = None
+        frozen = freeze_loaded_objects()
+        if frozen and self._on_event is not None:
+            self._on_event('collector', f'froze {frozen} objects loaded before serving: full '
+                                        'garbage collections skip them')
         self._worker = threading.Thread(target=self._work, name='delen-inference', daemon=True)
         self._worker.start()
         return self
