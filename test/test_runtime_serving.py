@@ -318,3 +318,31 @@ def test_serving_freezes_what_was_loaded_before_it_once(make_server, model):
     assert not any(obj is model.network for obj in gc.get_objects(generation=2))
     assert freeze_loaded_objects() == 0
     assert [kind for kind, _ in events if kind == 'collector'] == (['collector'] if first else [])
+
+
+def test_while_queues_overflow_frames_with_less_time_than_a_frame_period_give_way(
+        make_server, images):
+    # A 50 ms bound, a frame every 20 ms, a queue of 3, nothing served (not started).
+    now = [time.time()]
+    server = make_server(clock=lambda: now[0])
+    server.add_tenant('camera', goal=Goal.latency(50.0), queue_size=3)
+    server.add_tenant('survey', goal=Goal.accuracy(0.9), queue_size=3)
+    for number in range(3):
+        now[0] += 0.02
+        assert server.submit('camera', images[number], stamp_s=now[0])
+        assert server.submit('survey', images[number], stamp_s=now[0])
+    assert server.pending('camera') == 3 and server.stats('camera').dropped_queue == 0
+    now[0] += 0.02
+    assert server.submit('camera', images[3], stamp_s=now[0])  # overflows: the oldest goes
+    assert server.stats('camera').dropped_queue == 1
+    now[0] += 0.02
+    assert server.submit('camera', images[4], stamp_s=now[0])
+    assert server.submit('survey', images[4], stamp_s=now[0])
+    # Due within the next 20 ms: the frames 40 and 60 ms old go; the one 20 ms old stays.
+    assert server.pending('camera') == 2 and server.stats('camera').dropped_queue == 3
+    # Without a deadline a frame never expires: only the overflow drops one.
+    assert server.pending('survey') == 3 and server.stats('survey').dropped_queue == 1
+    # A second after the last overflow nothing gives way, even frames already late.
+    now[0] += 1.5
+    assert server.submit('camera', images[5], stamp_s=now[0])
+    assert server.pending('camera') == 3 and server.stats('camera').dropped_queue == 3

@@ -84,8 +84,12 @@ class EdfScheduler:
             self._size -= len(pending)
             return pending
 
-    def put(self, request: Request) -> List[Request]:
-        """Queue a request; returns the older requests of its tenant dropped to make room."""
+    def put(self, request: Request, *, expire_before: Optional[float] = None) -> List[Request]:
+        """
+        Queue a request; returns the older requests of its tenant dropped to make room.
+
+        ``expire_before``: also drop the tenant's other requests due before this time.
+        """
         with self._condition:
             if self._closed:
                 raise RuntimeError('scheduler is closed')
@@ -96,6 +100,8 @@ class EdfScheduler:
             bisect.insort(queue, request, key=_key)
             self._size += 1
             dropped = self._trim(request.tenant)
+            if expire_before is not None:
+                dropped += self._expire(request, expire_before)
             self._condition.notify()
             return dropped
 
@@ -107,6 +113,18 @@ class EdfScheduler:
             dropped.append(queue.pop(oldest))
         self._size -= len(dropped)
         return dropped
+
+    def _expire(self, newest: Request, before: float) -> List[Request]:
+        queue = self._queues[newest.tenant]
+        kept, expired = [], []
+        for request in queue:
+            late = request is not newest and request.deadline_s is not None \
+                and request.deadline_s < before
+            (expired if late else kept).append(request)
+        if expired:
+            queue[:] = kept
+            self._size -= len(expired)
+        return expired
 
     def _pop_earliest(self) -> Optional[Request]:
         best = None

@@ -190,7 +190,6 @@ class _Tenant:
         self.lock = threading.Lock()
         self.last_arrival_s: Optional[float] = None
         self.interval_s = math.inf  # between frames submitted, exponentially weighted
-        self.last_overflow_s = -math.inf  # when its queue last pushed a frame out
 
     def arrived(self, now: float) -> None:
         """Note a frame's arrival (server clock) for the stream's rate."""
@@ -291,6 +290,7 @@ class InferenceServer:
         self._shares = ShareLedger()
         self._publish_ms = _Average(0.3)
         self._hop_ms = _Average(0.5)
+        self._last_overflow_s = -math.inf  # when any tenant's queue last pushed a frame out
         self._on_event = on_event
         self._fatal: Optional[str] = None
         self.max_batch = int(max_batch)
@@ -574,14 +574,20 @@ class InferenceServer:
         state.stats.received()
         with self._activity:
             self._outstanding += 1
+        # While queues overflow, a waiting frame whose time left is shorter than its stream's
+        # frame period gives way to the newer frame: it would be answered late, or make the
+        # frames behind it late.
+        expire = None
+        if now - self._last_overflow_s <= _OVERFLOW_WINDOW_S and math.isfinite(state.interval_s):
+            expire = now + state.interval_s
         try:
-            dropped = self._scheduler.put(request)
+            dropped = self._scheduler.put(request, expire_before=expire)
         except RuntimeError:
             state.stats.dropped('shutdown')
             self._finished(1)
             return False
         if dropped:
-            state.last_overflow_s = now
+            self._last_overflow_s = now
         for old in dropped:
             state.stats.dropped('queue')
         self._finished(len(dropped))
@@ -836,9 +842,9 @@ class InferenceServer:
             return _INF
         slacks = (self._slack_ms(request, now) for request in heads)
         cap = min((slack for slack in slacks if slack > 0.0), default=_INF)
-        tenants = tuple(self._tenants.values())  # one snapshot: tenants may come and go
-        if not any(now - tenant.last_overflow_s <= _OVERFLOW_WINDOW_S for tenant in tenants):
+        if now - self._last_overflow_s > _OVERFLOW_WINDOW_S:
             return cap
+        tenants = tuple(self._tenants.values())  # one snapshot: tenants may come and go
         rate = sum(tenant.rate_hz(now) for tenant in tenants)
         return min(cap, 1e3 / rate) if rate > 0 else cap
 
