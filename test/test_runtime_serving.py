@@ -312,7 +312,7 @@ def test_while_frames_keep_waiting_a_plan_keeps_up_with_the_arrivals(make_server
 
 def test_serving_freezes_what_was_loaded_before_it_once():
     # In a fresh process: this one's first start may have come before the fixtures' model.
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         import gc
         from delen_ros.runtime import InferenceServer
         from delen_ros.runtime.collector import freeze_loaded_objects
@@ -331,12 +331,11 @@ def test_serving_freezes_what_was_loaded_before_it_once():
         kinds = [text for kind, text in events if kind == 'collector']
         assert len(kinds) == 1 and kinds[0].startswith('froze '), events
         print('ok', gc.get_freeze_count())
-    ''')
+    """)
     done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('ok ')
-
 
 
 def test_while_queues_overflow_frames_with_less_time_than_a_frame_period_give_way(
