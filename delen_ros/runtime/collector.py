@@ -2,7 +2,7 @@
 Python's cyclic garbage collector, kept off the serving path.
 
 A full collection scans every object the collector tracks. With torch and the ROS 2 wheels
-loaded that is about 340,000 objects, and one pass took 200 ms of the serving thread on our
+loaded that is 340,000-400,000 objects, and one pass took 200 ms of the serving thread on our
 2-core VM: eight 30 Hz streams lost 30 frames to overflowing queues (docs/serving_path.md).
 What is loaded before serving (libraries, models, message types) lives as long as the process,
 so it is frozen once (``gc.freeze``): later full passes scan only what serving allocates.

@@ -578,7 +578,7 @@ class InferenceServer:
         # frame period gives way to the newer frame: it would be answered late, or make the
         # frames behind it late.
         expire = None
-        if now - self._last_overflow_s <= _OVERFLOW_WINDOW_S and math.isfinite(state.interval_s):
+        if self._overflowing(now) and math.isfinite(state.interval_s):
             expire = now + state.interval_s
         try:
             dropped = self._scheduler.put(request, expire_before=expire)
@@ -829,6 +829,10 @@ class InferenceServer:
         return all(self._slack_ms(row.request if isinstance(work, Job) else row, now) >= wait_ms
                    for row in rows)
 
+    def _overflowing(self, now: float) -> bool:
+        """Return True within a second of a queue pushing a frame out."""
+        return now - self._last_overflow_s <= _OVERFLOW_WINDOW_S
+
     def _backlog_ms(self, now: float) -> float:
         """
         Return what a frame planned now may take while others wait (inf: none wait).
@@ -842,7 +846,7 @@ class InferenceServer:
             return _INF
         slacks = (self._slack_ms(request, now) for request in heads)
         cap = min((slack for slack in slacks if slack > 0.0), default=_INF)
-        if now - self._last_overflow_s > _OVERFLOW_WINDOW_S:
+        if not self._overflowing(now):
             return cap
         tenants = tuple(self._tenants.values())  # one snapshot: tenants may come and go
         rate = sum(tenant.rate_hz(now) for tenant in tenants)
