@@ -456,6 +456,7 @@ def test_from_engine_input_spec_feeds_a_multi_exit_network():
     ({'mean': (0.5, 0.5)}, ['mean', 'one value per input channel (1)']),
     ({'std': (0.0,)}, ['std must be positive']),
     ({'std': (float('nan'),)}, ['std must be finite']),
+    ({'std': (1e-40,)}, ['overflow float32']),
     ({'mean': 'abc'}, ['mean must be a sequence of numbers']),
 ])
 def test_transform_refuses_bad_specs(kwargs, words):

@@ -78,6 +78,13 @@ class ModelInputTransform:
         luma = np.array([LUMA_WEIGHTS[c] for c in 'RGB'], dtype=np.float64)
         self._luma_lut8 = (luma[:, None] * levels[None, :] * self._scale[0]).astype(np.float32)
         self._luma_lut8[0] += np.float32(self._offset[0])
+        # Every output is a convex mix of normalized values in [offset, scale + offset]: if
+        # those are finite in float32, every pixel is, so callers need not check each frame.
+        with np.errstate(over='ignore'):
+            ends = np.concatenate([self._offset, self._scale + self._offset]).astype(np.float32)
+        if not np.isfinite(ends).all():
+            raise ValueError(f'mean {self.mean} and std {self.std} overflow float32 '
+                             'when normalizing')
 
     @classmethod
     def from_spec(cls, spec) -> 'ModelInputTransform':
