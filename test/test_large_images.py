@@ -122,8 +122,12 @@ def _stream(watcher, *, profile, reliability='best_effort', width=640, height=48
 
 def test_camera_size_frames_arrive_with_the_shipped_profile(watcher):
     arrived, lost, missed = _stream(watcher, profile=True)
-    # The bench (bench/bench_large_images.py) measures the >= 99 % target at full length.
-    assert arrived >= 0.95 * FRAMES, f'{arrived} of {FRAMES} frames arrived ({lost} lost)'
+    # With the profile DDS loses nothing; without it 80-97 % of these frames are lost
+    # (docs/large_images.md). A few may still be overwritten in the subscription's history
+    # when a busy machine starves the server (41 of 45 arrived once in CI, none lost): the
+    # bench (bench/bench_large_images.py) measures the >= 99 % target at full length.
+    assert lost == 0, f'{lost} frames lost in transport with the profile'
+    assert arrived >= 0.8 * FRAMES, f'{arrived} of {FRAMES} frames arrived ({missed} missed)'
     assert arrived + missed <= FRAMES, f'{arrived} arrived and {missed} missed of {FRAMES}'
 
 
