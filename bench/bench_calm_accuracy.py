@@ -16,11 +16,11 @@ import collections
 import threading
 import time
 
-from delen_ros.engine import fashion_mnist, load_checkpoint
+from delen_ros.engine import (exit_accuracy, exit_logits, fashion_mnist, load_checkpoint,
+                              normalize_images)
 from delen_ros.engine.profiling import load_profile
 from delen_ros.runtime import InferenceServer
 import numpy as np
-import torch
 
 
 def main(argv=None):
@@ -33,9 +33,8 @@ def main(argv=None):
     images, labels = images[:args.frames], labels[:args.frames]
     model = load_checkpoint()
     server = InferenceServer(model, load_profile(), threads=1)
-    with torch.inference_mode():
-        batch = torch.cat([server.to_input(image, 'mono8') for image in images])
-        final = model.network.forward_final(batch).argmax(1).numpy()
+    final_accuracy = exit_accuracy(
+        exit_logits(model.network, normalize_images(images, server.spec)), labels)[-1]
     answered = threading.Event()
     answers = {}
 
@@ -49,7 +48,7 @@ def main(argv=None):
     server.start()
     print(f'# Calm accuracy of the default policy, first {args.frames} test frames, '
           f'{time.strftime("%Y-%m-%d %H:%M", time.gmtime())} UTC\n')
-    print(f'Final exit on these frames: {100 * np.mean(final == labels):.2f} %\n')
+    print(f'Final exit on these frames: {100 * final_accuracy:.2f} %\n')
     print('| tenant | answered | accuracy % | answers per exit (0, 1, 2, ...) |')
     print('|---|---|---|---|')
     try:
