@@ -1,7 +1,7 @@
 """Resumable stage-by-stage execution gives exactly the logits of a plain forward pass."""
 
-from delen_ros.engine import (build_multi_exit, from_torchvision, InputSpec, MultiExitConfig,
-                              MultiExitNetwork)
+from delen_ros.engine import (build_multi_exit, fold_batch_norms, from_torchvision, InputSpec,
+                              MultiExitConfig, MultiExitNetwork)
 import pytest
 import torch
 from torchvision import models
@@ -120,3 +120,79 @@ def test_a_traditional_network_is_one_stage_with_its_classifier():
         build_multi_exit(MultiExitConfig(
             arch='compact_resnet', num_classes=10, input_spec=config.input_spec,
             options={'widths': [8, 16, 32], 'num_exits': 2}))
+
+
+def _random_norm_statistics(network):
+    # Fresh batch norms are the identity; folding must be checked on ones that are not.
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1.0, 1.0)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+
+
+@pytest.mark.parametrize('arch,size,channels,small_input', FAMILIES)
+def test_folded_network_gives_the_same_logits_and_leaves_the_original(
+        arch, size, channels, small_input):
+    network = build_multi_exit(_config(arch, size, channels, small_input)).eval()
+    _random_norm_statistics(network)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    served, folded = fold_batch_norms(network)
+    assert folded > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
+    x = torch.randn(2, channels, size, size)
+    with torch.inference_mode():
+        for plain, fast in zip(network(x), served(x)):
+            torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+        state = served.begin(x)
+        for index in range(served.num_exits):
+            logits = served.step(state)
+            torch.testing.assert_close(logits, network(x)[index], rtol=1e-4, atol=1e-4)
+    after = network.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+class _DataDependent(torch.nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.norm = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        if x.sum() > 0:  # fx cannot trace this
+            return self.norm(self.conv(x))
+        return self.norm(self.conv(-x))
+
+
+class _SharedConv(torch.nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.norm = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.norm(self.conv(x)) + self.conv(x)
+
+
+def test_modules_that_cannot_fold_are_served_as_they_are():
+    heads = [torch.nn.Sequential(torch.nn.Flatten(1), torch.nn.LazyLinear(10))
+             for _ in range(2)]
+    network = MultiExitNetwork(
+        [_DataDependent(), torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), _SharedConv())],
+        heads)
+    x = torch.randn(2, 1, 8, 8)
+    network(x)  # materialise the lazy layers
+    network.eval()
+    _random_norm_statistics(network)
+    served, folded = fold_batch_norms(network)
+    assert folded == 0
+    assert isinstance(served.stages[0], _DataDependent)
+    with torch.inference_mode():
+        for plain, fast in zip(network(x), served(x)):
+            torch.testing.assert_close(fast, plain)
+    with pytest.raises(TypeError, match='MultiExitNetwork'):
+        fold_batch_norms(torch.nn.Conv2d(1, 1, 1))

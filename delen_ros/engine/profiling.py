@@ -20,6 +20,7 @@ from . import fashion_mnist
 from .calibration import (calibrated_confidence, fit_temperature, reliability_bins,
                           threshold_curve)
 from .checkpoint import CheckpointError, default_model_path, load_checkpoint, LoadedModel
+from .folding import fold_batch_norms
 from .metrics import exit_accuracy, exit_flops, exit_logits, normalize_images, stage_flops
 from .training import split_train_validation
 
@@ -166,7 +167,7 @@ def machine_description() -> Dict[str, Any]:
 
 def _time_latencies(model: LoadedModel, inputs: torch.Tensor, threads: int,
                     runs: int) -> Tuple[List[LatencyStats], List[LatencyStats]]:
-    network = model.network
+    network, _ = fold_batch_norms(model.network)  # timed as served
     torch.set_num_threads(threads)
     stage_samples = [[] for _ in range(network.num_exits)]
     exit_samples = [[] for _ in range(network.num_exits)]

@@ -7,7 +7,7 @@ picks model x exit x threads per frame. Models that share the input and the clas
 serve the same tenant; one that differs serves only the tenants that pin it.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import functools
 import hashlib
 from pathlib import Path
@@ -20,7 +20,7 @@ import torch
 from .cost import CostModel
 from .energy import EnergyMeter, PowerModel
 from .executor import ConditionalExecutor
-from ..engine import load_checkpoint, LoadedModel, resolve_model_path
+from ..engine import fold_batch_norms, load_checkpoint, LoadedModel, resolve_model_path
 from ..engine.profiling import default_profile_path, load_profile, ModelProfile, ProfileError
 from ..imaging import ModelInputTransform
 
@@ -71,7 +71,8 @@ class ServedModel:
             raise ValueError(f'model name must be a non-empty string without spaces around '
                              f'it, got {name!r}')
         check_profile(model, profile)
-        model.network.eval()
+        network, self.folded_norms = fold_batch_norms(model.network)
+        model = replace(model, network=network)
         self.name = name
         self.model = model
         self.profile = profile
