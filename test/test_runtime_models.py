@@ -36,6 +36,8 @@ def test_every_model_held_is_reported_with_its_memory_and_load_time(family):
         assert info.memory_bytes >= 4 * info.parameters > 0
         assert info.load_s > 0
         assert 'MiB, loaded in' in info.describe()
+        assert info.folded_norms > 0  # served with batch norms folded into the convolutions
+        assert f'{info.folded_norms} batch norms folded' in info.describe()
     assert anytime.parameters > 5 * traditional.parameters
 
 

@@ -45,14 +45,16 @@ class ModelInfo:
     load_s: float
     exit_accuracy: Tuple[float, ...]
     final_ms: float
+    folded_norms: int = 0
 
     def describe(self) -> str:
-        """One line: name, kind, exits, accuracy, memory, load time."""
+        """One line: name, kind, exits, accuracy, memory, load time, batch norms folded."""
         return (f'{self.name} ({self.kind}, {self.num_exits} exit'
                 f'{"s" if self.num_exits != 1 else ""}, final exit '
                 f'{100 * self.exit_accuracy[-1]:.2f} % in {self.final_ms:.2f} ms, '
                 f'{self.parameters / 1e6:.2f} M parameters, '
-                f'{self.memory_bytes / 2 ** 20:.1f} MiB, loaded in {self.load_s:.2f} s)')
+                f'{self.memory_bytes / 2 ** 20:.1f} MiB, loaded in {self.load_s:.2f} s, '
+                f'{self.folded_norms} batch norms folded)')
 
 
 class ServedModel:
@@ -71,7 +73,7 @@ class ServedModel:
             raise ValueError(f'model name must be a non-empty string without spaces around '
                              f'it, got {name!r}')
         check_profile(model, profile)
-        network, self.folded_norms = fold_batch_norms(model.network)
+        network, folded_norms = fold_batch_norms(model.network)
         model = replace(model, network=network)
         self.name = name
         self.model = model
@@ -91,7 +93,8 @@ class ServedModel:
             parameters=sum(p.numel() for p in model.network.parameters()),
             memory_bytes=sum(t.numel() * t.element_size() for t in tensors),
             load_s=float(load_s), exit_accuracy=tuple(profile.exit_accuracy),
-            final_ms=profile.exit_latency_ms(self.num_exits - 1, min(profile.thread_counts)))
+            final_ms=profile.exit_latency_ms(self.num_exits - 1, min(profile.thread_counts)),
+            folded_norms=folded_norms)
 
     def interchangeable_with(self, other: 'ServedModel') -> bool:
         """Return True when both take the same input and answer with the same classes."""
