@@ -125,8 +125,12 @@ def test_compressed_yuv422_and_bayer_streams_are_as_accurate_as_raw_mono8(server
             streams.answered(t) for t in STREAMS), 60.0, interval=0.5)
         assert first, f'not every stream answered: {streams.answers.keys()}'
         for index in range(FRAMES):
-            wait_for(lambda: min(streams.answered(t) for t in STREAMS) >= index - IN_FLIGHT,
-                     10.0, interval=0.002)
+            # A stream that stops answering fails the test now, not after FRAMES timeouts.
+            caught_up = wait_for(
+                lambda: min(streams.answered(t) for t in STREAMS) >= index - IN_FLIGHT,
+                30.0, interval=0.002)
+            assert caught_up, (f'a stream stopped answering after frame {index} was due: '
+                               f'{ {t: streams.answered(t) for t in STREAMS} }')
             streams.publish(index, images[index])
         wait_for(lambda: min(streams.answered(t) for t in STREAMS) >= FRAMES * 0.99, 20.0)
         with streams.lock:
