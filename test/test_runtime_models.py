@@ -39,6 +39,9 @@ def test_every_model_held_is_reported_with_its_memory_and_load_time(family):
         assert info.folded_norms > 0  # served with batch norms folded into the convolutions
         assert f'{info.folded_norms} batch norms folded' in info.describe()
     assert anytime.parameters > 5 * traditional.parameters
+    served = family.model.network
+    assert served is family.executor.network
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
 
 
 def test_a_profile_made_for_another_model_is_refused(tmp_path):

@@ -1,11 +1,14 @@
-"""Scheduler, slowdown filters, cost model, accuracy curve and statistics on their own."""
+"""Scheduler, slowdown filters, cost model, accuracy curve, statistics, collector on their own."""
 
+import gc
 import math
 import threading
+import weakref
 
 from delen_ros.engine.profiling import load_profile
 from delen_ros.runtime import (AccuracyCurve, CostModel, EdfScheduler, PowerModel, Request,
                                SlowdownFilter, TenantStats)
+from delen_ros.runtime.collector import IdleCollector
 from delen_ros.runtime.stats import sorted_percentile
 import hypothesis
 from hypothesis import strategies as st
@@ -173,3 +176,47 @@ def test_sorted_percentile_is_numpys_linear_percentile(values, q):
     assert sorted_percentile(values, q) == pytest.approx(float(np.percentile(values, q)),
                                                          rel=1e-9, abs=1e-9)
     assert math.isnan(sorted_percentile([], q))
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_idle_collector_turns_automatic_collection_off_and_runs_the_due_pass():
+    was_enabled = gc.isenabled()
+    gc.enable()
+    try:
+        IdleCollector.hold()
+        IdleCollector.hold()
+        assert not gc.isenabled()
+        IdleCollector.release()
+        assert not gc.isenabled()  # one serving thread still holds it
+        collector = IdleCollector()
+        gc.collect()
+        assert collector.collect(idle=True) is None  # nothing allocated since: not due
+        threshold = gc.get_threshold()[0]
+        cycles = [_Cycle() for _ in range(threshold + 10)]
+        assert collector.collect(idle=False) is None  # due, but not yet overdue
+        probe = weakref.ref(cycles[0])
+        del cycles
+        assert probe() is not None  # automatic collection is off: the cycles stay
+        assert collector.collect(idle=True) == 0
+        assert probe() is None and collector.idle_passes == 1
+        hoard = [_Cycle() for _ in range(IdleCollector.OVERDUE * threshold + 10)]
+        assert collector.collect(idle=False) is not None and collector.overdue_passes == 1
+        assert collector.longest_pass_ms > 0.0
+        del hoard
+        IdleCollector.release()
+        assert gc.isenabled()
+        gc.disable()  # a process that turned it off itself keeps it off
+        IdleCollector.hold()
+        IdleCollector.release()
+        assert not gc.isenabled()
+    finally:
+        if was_enabled:
+            gc.enable()
+    with pytest.raises(ValueError, match='full_interval_s'):
+        IdleCollector(full_interval_s=-1.0)

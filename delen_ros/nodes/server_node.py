@@ -757,6 +757,9 @@ class ServingCore:
             'frames_taken_by_worker': self._intake.taken,
             'intake_wait_ms_p50': self._intake.waited_p50(),
             'worker_waits': self._intake.waits, 'worker_wakeups': self._intake.wakeups,
+            'gc_idle_passes': server.collector.idle_passes,
+            'gc_overdue_passes': server.collector.overdue_passes,
+            'gc_longest_pass_ms': f'{server.collector.longest_pass_ms:.2f}',
             **self._budgets.server_values(),
         }
         level, message = DiagnosticStatus.OK, f'serving {len(self._tenants)} tenants'

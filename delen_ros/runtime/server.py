@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 import torch
 
-from .collector import freeze_loaded_objects
+from .collector import freeze_loaded_objects, IdleCollector
 from .conditions import ExitStatus
 from .cost import CostModel
 from .energy import default_platform, detect_meter, EnergyMeter, PowerModel
@@ -266,8 +266,8 @@ class InferenceServer:
                             transform=transform, load_s=load_s)
         self._models: Dict[str, ServedModel] = {first.name: first}
         self._first = first
-        # The first model's parts, as before several models.
-        self.model = model
+        # The first model's parts, as before several models (the network as served: folded).
+        self.model = first.model
         self.profile = profile
         self.spec = first.spec
         self.num_exits = first.num_exits
@@ -296,6 +296,7 @@ class InferenceServer:
         self.max_batch = int(max_batch)
         self.cpu_priority = cpu_priority
         self.priority_report: Optional[str] = None
+        self.collector = IdleCollector()
         self.frames_failed = 0
         self.preemptions = 0
         self.batches = 0
@@ -711,6 +712,7 @@ class InferenceServer:
         self.priority_report = apply_priority(self.cpu_priority)
         if self.priority_report and self._on_event is not None:
             self._on_event('priority', self.priority_report)
+        IdleCollector.hold()
         try:
             while not self._scheduler.closed:
                 try:
@@ -723,6 +725,7 @@ class InferenceServer:
             self._report('serving stopped', error)
             raise
         finally:
+            IdleCollector.release()
             self._drop_suspended()
 
     def _serve_once(self) -> None:
@@ -730,6 +733,8 @@ class InferenceServer:
         if source is not None:
             source.poll()
         job = self._next_job()
+        # Garbage is collected while no frame waits, or at a job boundary when long overdue.
+        self.collector.collect(idle=job is None)
         if job is None:
             if source is not None:
                 source.wait(0.1)
