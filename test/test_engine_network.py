@@ -154,12 +154,16 @@ def test_folded_network_gives_the_same_logits_and_leaves_the_original(
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-class _DataDependent(torch.nn.Module):
+class _ConvNorm(torch.nn.Module):
+    """A conv and the batch norm after it, called in a way fx tracing or folding refuses."""
 
-    def __init__(self):
+    def __init__(self, in_channels):
         super().__init__()
-        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.conv = torch.nn.Conv2d(in_channels, 4, 3, padding=1, bias=False)
         self.norm = torch.nn.BatchNorm2d(4)
+
+
+class _DataDependent(_ConvNorm):
 
     def forward(self, x):
         if x.sum() > 0:  # fx cannot trace this
@@ -167,12 +171,7 @@ class _DataDependent(torch.nn.Module):
         return self.norm(self.conv(-x))
 
 
-class _SharedConv(torch.nn.Module):
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
-        self.norm = torch.nn.BatchNorm2d(4)
+class _SharedConv(_ConvNorm):
 
     def forward(self, x):
         return self.norm(self.conv(x)) + self.conv(x)
@@ -182,7 +181,7 @@ def test_modules_that_cannot_fold_are_served_as_they_are():
     heads = [torch.nn.Sequential(torch.nn.Flatten(1), torch.nn.LazyLinear(10))
              for _ in range(2)]
     network = MultiExitNetwork(
-        [_DataDependent(), torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), _SharedConv())],
+        [_DataDependent(1), torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), _SharedConv(4))],
         heads)
     x = torch.randn(2, 1, 8, 8)
     network(x)  # materialise the lazy layers

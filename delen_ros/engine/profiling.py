@@ -19,9 +19,10 @@ import torch
 from . import fashion_mnist
 from .calibration import (calibrated_confidence, fit_temperature, reliability_bins,
                           threshold_curve)
-from .checkpoint import CheckpointError, default_model_path, load_checkpoint, LoadedModel
+from .checkpoint import CheckpointError, default_model_path, load_checkpoint
 from .folding import fold_batch_norms
 from .metrics import exit_accuracy, exit_flops, exit_logits, normalize_images, stage_flops
+from .network import MultiExitNetwork
 from .training import split_train_validation
 
 __all__ = ['PROFILE_FORMAT', 'ModelProfile', 'ProfileError', 'default_profile_path',
@@ -165,9 +166,8 @@ def machine_description() -> Dict[str, Any]:
     }
 
 
-def _time_latencies(model: LoadedModel, inputs: torch.Tensor, threads: int,
+def _time_latencies(network: MultiExitNetwork, inputs: torch.Tensor, threads: int,
                     runs: int) -> Tuple[List[LatencyStats], List[LatencyStats]]:
-    network, _ = fold_batch_norms(model.network)  # timed as served
     torch.set_num_threads(threads)
     stage_samples = [[] for _ in range(network.num_exits)]
     exit_samples = [[] for _ in range(network.num_exits)]
@@ -208,7 +208,8 @@ def profile_model(model_path: Union[str, Path, None] = None, *,
     test_logits = exit_logits(network, test_inputs)
     accuracy = exit_accuracy(test_logits, torch.from_numpy(test_labels))
 
-    timings = {t: _time_latencies(model, test_inputs[:256], t, runs) for t in thread_counts}
+    served, _ = fold_batch_norms(network)  # timed as served
+    timings = {t: _time_latencies(served, test_inputs[:256], t, runs) for t in thread_counts}
     torch.set_num_threads(saved_threads)
     flops, per_stage = exit_flops(network, spec), stage_flops(network, spec)
     params = [sum(p.numel() for stage in network.stages[:k + 1] for p in stage.parameters())

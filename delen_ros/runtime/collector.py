@@ -47,7 +47,7 @@ class IdleCollector:
     process while any holds it, and comes back as it was after the last). Before it waits for
     frames the thread calls ``collect(idle=True)``: a pass runs when the collector's own
     thresholds say one is due, with the generation it would have chosen. Between jobs it calls
-    ``collect(idle=False)``, which runs a pass only when ``overdue`` times the threshold was
+    ``collect(idle=False)``, which runs a pass only when ``OVERDUE`` times the threshold was
     allocated (a thread that never goes idle still collects). A full pass runs at most every
     ``full_interval_s``: CPython also skips most of the ones its counters ask for.
     """
