@@ -199,6 +199,31 @@ def test_under_overload_each_tenant_keeps_its_share(make_server, images):
     assert min(answered.values()) >= 0.3 * total, answered
 
 
+def test_cameras_triggered_together_take_turns_by_their_share(make_server, images):
+    # Deadlines closer than one first exit are a tie, won by the tenant owed the most: by
+    # deadline alone the camera published first would always be served first.
+    server = make_server()
+    tenants = ('left', 'right', 'rear')
+    for tenant in tenants:
+        server.add_tenant(tenant, goal=Goal.latency(50.0))
+    stamp = time.time()
+    for number, tenant in enumerate(tenants):
+        server.submit(tenant, images[number], stamp_s=stamp + number * 1e-4)
+    assert server._pick().tenant == 'left'
+    server._shares.answered('left', set(tenants))
+    server._shares.answered('right', set(tenants))
+    first = server._pick()
+    assert first.tenant == 'rear'
+    assert server._scheduler.take(first)
+    server._shares.answered('rear', set(tenants))
+    server.submit('rear', images[3], stamp_s=stamp + 0.03)  # its next frame: not a tie
+    assert server._pick().tenant == 'left'
+    running = server._start([server._pick()])
+    server._shares.answered('left', set(tenants))
+    assert server._pick().tenant == 'right'
+    assert server._pick(running) is running  # a tie never preempts
+
+
 def test_frames_with_one_stamp_keep_their_own_tokens(make_server, images):
     server = make_server()
     server.add_tenant('camera', goal=Goal.latency(1000.0), queue_size=4)

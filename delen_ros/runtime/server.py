@@ -802,7 +802,7 @@ class InferenceServer:
                     found[row.request.tenant] = [current.due_s, current]
         if not found:
             return None
-        urgent = min(found.values(), key=lambda entry: entry[0])
+        urgent = self._most_urgent(found, current)
         owed = self._shares.owed(found)
         if owed is not None and found[owed][1] is not urgent[1]:
             chosen = found[owed][1]
@@ -813,6 +813,27 @@ class InferenceServer:
             if current is None and self._shares.credit(owed) >= ShareLedger.STARVING:
                 return chosen
         return urgent[1]
+
+    def _most_urgent(self, found: Dict[str, list], current: Optional[Job]) -> list:
+        """
+        EDF entry of ``found``; deadlines closer than one first exit are a tie.
+
+        The running job wins a tie (no preemption for it); otherwise the tenant owed the most
+        answers does. By deadline alone, cameras triggered together are served in the same
+        order every period, and under overload the same tenants lose their frames.
+        """
+        earliest = min(entry[0] for entry in found.values())
+        tie_s = self._first_exit_ms() * 1e-3
+        ties = [(name, entry) for name, entry in found.items() if entry[0] <= earliest + tie_s]
+        if current is not None and any(entry[1] is current for _, entry in ties):
+            return next(entry for _, entry in ties if entry[1] is current)
+        credit = self._shares.credit
+        return max(ties, key=lambda item: (round(credit(item[0]), 6), -item[1][0]))[1]
+
+    def _first_exit_ms(self) -> float:
+        """Predicted time of one frame's first exit, at the current slowdown (upper bound)."""
+        return self.executor.split(self.threads).path_ms(0) * self.cost.setting(
+            self.threads).latency.upper
 
     def _work_ms(self, work) -> float:
         """Predicted time to finish a job or a queued frame (its whole network, worst case)."""
@@ -827,9 +848,7 @@ class InferenceServer:
         """How long a waiting frame can still wait and get its first exit in time."""
         if request.deadline_s is None:
             return _INF
-        first = self.executor.split(self.threads).path_ms(0) * self.cost.setting(
-            self.threads).latency.upper
-        return (request.deadline_s - now) * 1e3 - self.delivery_ms - first
+        return (request.deadline_s - now) * 1e3 - self.delivery_ms - self._first_exit_ms()
 
     def _can_wait(self, work, wait_ms: float, now: float) -> bool:
         rows = work.active if isinstance(work, Job) else [work]
