@@ -261,14 +261,6 @@ def peer_system(threads, *, run_network=True):
     return System(label, command)
 
 
-def _yaml_scalar(text):
-    try:
-        float(text)
-        return text
-    except ValueError:
-        return json.dumps(text)
-
-
 def server_system(folder, variant=(), number=0):
     """
     Return delen_server with one tenant per stream, and the variant's parameters if given.
@@ -279,10 +271,12 @@ def server_system(folder, variant=(), number=0):
     lines = ['delen_server:', '  ros__parameters:', f'    tenants: [{", ".join(TENANTS)}]']
     label = 'delen_server'
     for parameter, value in variant:
-        if parameter_kind(parameter) == 'tenant':
-            lines += [f'    {t}.{parameter}: {_yaml_scalar(value)}' for t in TENANTS]
+        kind, spec = parameter_spec(parameter)
+        text = _yaml_value(spec, value)
+        if kind == 'tenant':
+            lines += [f'    {t}.{parameter}: {text}' for t in TENANTS]
         else:
-            lines.append(f'    {parameter}: {_yaml_scalar(value)}')
+            lines.append(f'    {parameter}: {text}')
     if variant:
         label += ', ' + ', '.join(f'{parameter} {value}' for parameter, value in variant)
     lines += [f'    {tenant}.input_topic: {input_topic(tenant)}' for tenant in TENANTS]
@@ -303,13 +297,27 @@ def _variant(text):
     return tuple(pairs)
 
 
-def parameter_kind(name):
-    """Return 'server' or 'tenant' where delen_server has the parameter, else None."""
+def parameter_spec(name):
+    """Return ('server' or 'tenant', its ParameterSpec) where delen_server has it, else None."""
     from delen_ros.nodes.parameters import SERVER_PARAMETERS, TENANT_PARAMETERS
     for kind, specs in (('server', SERVER_PARAMETERS), ('tenant', TENANT_PARAMETERS)):
-        if any(spec.name == name for spec in specs):
-            return kind
+        for spec in specs:
+            if spec.name == name:
+                return kind, spec
     return None
+
+
+def _yaml_value(spec, text):
+    """Write a variant's value as YAML of the parameter's type (10 for a double: 10.0)."""
+    if spec.kind == 'double':
+        return repr(float(text))
+    if spec.kind == 'integer':
+        return str(int(text))
+    if spec.kind == 'bool':
+        return 'true' if text.lower() in ('1', 'true', 'yes', 'on') else 'false'
+    if spec.kind == 'string_array':
+        return json.dumps([text])
+    return json.dumps(text)
 
 
 # -- measuring -------------------------------------------------------------------------------
@@ -559,12 +567,15 @@ def main(argv=None):
                                    if args.cpu_priority is not None else [])
         for number, variant in enumerate(variants, start=1):
             missing = [parameter for parameter, _ in variant
-                       if parameter_kind(parameter) is None]
+                       if parameter_spec(parameter) is None]
             if missing:
                 notes.append(f'skipped {",".join(f"{p}={v}" for p, v in variant)}: this '
                              f'delen_server has no `{missing[0]}` parameter')
             else:
-                systems.append(server_system(folder, variant, number))
+                try:
+                    systems.append(server_system(folder, variant, number))
+                except ValueError as error:
+                    notes.append(f'skipped {",".join(f"{p}={v}" for p, v in variant)}: {error}')
         with open(folder / 'streams.log', 'w') as streams_log:
             streams_process = StreamProcess(streams_log)
             try:
