@@ -314,7 +314,9 @@ def _yaml_value(spec, text):
     if spec.kind == 'integer':
         return str(int(text))
     if spec.kind == 'bool':
-        return 'true' if text.lower() in ('1', 'true', 'yes', 'on') else 'false'
+        if text.lower() not in ('true', 'false'):
+            raise ValueError(f'{spec.name} takes true or false, got {text!r}')
+        return text.lower()
     if spec.kind == 'string_array':
         return json.dumps([text])
     return json.dumps(text)

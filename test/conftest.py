@@ -26,6 +26,19 @@ def ros_domain_id():
     return int(os.environ['ROS_DOMAIN_ID'])
 
 
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+@pytest.fixture
+def cyclic_garbage():
+    """Return make(count): a list of objects that only the cyclic garbage collector frees."""
+    return lambda count: [_Cycle() for _ in range(count)]
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Everything in these folders is linted, whoever wrote it.
 LINTED_DIRS = ('delen_ros', 'launch', 'test', 'bench', 'tools')

@@ -2,7 +2,6 @@
 
 import gc
 import threading
-import time
 import weakref
 
 from delen_ros.engine import fashion_mnist, normalize_images
@@ -359,14 +358,8 @@ def test_start_stop_joins_the_worker_and_counts_what_was_left(make_server, frame
     assert set(threading.enumerate()) <= before
 
 
-class _Cycle:
-    """An object in a reference cycle: only the cyclic collector frees it."""
-
-    def __init__(self):
-        self.me = self
-
-
-def test_garbage_is_collected_while_the_worker_waits_for_frames(make_server, frames):
+def test_garbage_is_collected_while_the_worker_waits_for_frames(
+        make_server, frames, cyclic_garbage):
     images, _ = frames
     server = make_server()
     server.add_tenant('idle', goal=Goal.latency(5000.0), policy='budget', queue_size=1)
@@ -375,13 +368,11 @@ def test_garbage_is_collected_while_the_worker_waits_for_frames(make_server, fra
         _replay(server, 'idle', images[:20])
         assert not gc.isenabled()  # no pass can start inside a frame's stages
         # Cycles made by any thread are freed by the worker's next idle pass.
-        cycles = [_Cycle() for _ in range(2 * gc.get_threshold()[0])]
-        probe = weakref.ref(cycles[-1])
+        cycles = cyclic_garbage(2 * gc.get_threshold()[0])
+        freed = threading.Event()
+        probe = weakref.ref(cycles[-1], lambda _: freed.set())
         del cycles
-        deadline = time.monotonic() + 30.0
-        while probe() is not None and time.monotonic() < deadline:
-            time.sleep(0.01)  # polling the worker's progress, as node_harness.wait_for does
-        assert probe() is None
+        assert freed.wait(30.0) and probe() is None
         assert server.collector.idle_passes > 0 and server.collector.overdue_passes == 0
         assert len(_replay(server, 'idle', images[20:40])) == 20
     assert gc.isenabled()

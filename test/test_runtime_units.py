@@ -178,14 +178,8 @@ def test_sorted_percentile_is_numpys_linear_percentile(values, q):
     assert math.isnan(sorted_percentile([], q))
 
 
-class _Cycle:
-    """An object in a reference cycle: only the cyclic collector frees it."""
-
-    def __init__(self):
-        self.me = self
-
-
-def test_idle_collector_turns_automatic_collection_off_and_runs_the_due_pass():
+def test_idle_collector_turns_automatic_collection_off_and_runs_the_due_pass(
+        cyclic_garbage):
     was_enabled = gc.isenabled()
     gc.enable()
     try:
@@ -198,14 +192,14 @@ def test_idle_collector_turns_automatic_collection_off_and_runs_the_due_pass():
         gc.collect()
         assert collector.collect(idle=True) is None  # nothing allocated since: not due
         threshold = gc.get_threshold()[0]
-        cycles = [_Cycle() for _ in range(threshold + 10)]
+        cycles = cyclic_garbage(threshold + 10)
         assert collector.collect(idle=False) is None  # due, but not yet overdue
         probe = weakref.ref(cycles[0])
         del cycles
         assert probe() is not None  # automatic collection is off: the cycles stay
         assert collector.collect(idle=True) == 0
         assert probe() is None and collector.idle_passes == 1
-        hoard = [_Cycle() for _ in range(IdleCollector.OVERDUE * threshold + 10)]
+        hoard = cyclic_garbage(IdleCollector.OVERDUE * threshold + 10)
         assert collector.collect(idle=False) is not None and collector.overdue_passes == 1
         assert collector.longest_pass_ms > 0.0
         del hoard

@@ -822,11 +822,14 @@ class InferenceServer:
         answers does. By deadline alone, cameras triggered together are served in the same
         order every period, and under overload the same tenants lose their frames.
         """
+        if len(found) == 1:  # one tenant: nothing to break a tie with
+            return next(iter(found.values()))
         earliest = min(entry[0] for entry in found.values())
         tie_s = self._first_exit_ms() * 1e-3
         ties = [(name, entry) for name, entry in found.items() if entry[0] <= earliest + tie_s]
-        if current is not None and any(entry[1] is current for _, entry in ties):
-            return next(entry for _, entry in ties if entry[1] is current)
+        for _, entry in ties:
+            if entry[1] is current:
+                return entry
         credit = self._shares.credit
         return max(ties, key=lambda item: (round(credit(item[0]), 6), -item[1][0]))[1]
 
