@@ -358,6 +358,20 @@ def test_start_stop_joins_the_worker_and_counts_what_was_left(make_server, frame
     assert set(threading.enumerate()) <= before
 
 
+def test_the_worker_counts_where_its_busy_turns_went(make_server, frames):
+    images, _ = frames
+    server = make_server()
+    server.add_tenant('t', goal=Goal.latency(5000.0), queue_size=4)
+    with server:
+        for index in range(4):
+            server.submit('t', images[index])
+        assert server.wait_idle(timeout=30.0)
+    watched = server.busy_time
+    assert watched.turns >= 1
+    assert 0.0 < watched.on_cpu_ms <= watched.wall_ms + 0.5
+    assert not watched.split  # its schedstat is closed when the worker stops
+
+
 def test_garbage_is_collected_while_the_worker_waits_for_frames(
         make_server, frames, cyclic_garbage):
     images, _ = frames

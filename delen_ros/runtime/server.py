@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 import torch
 
+from .busy_time import BusyTime
 from .collector import freeze_loaded_objects, IdleCollector
 from .conditions import ExitStatus
 from .cost import CostModel
@@ -297,6 +298,7 @@ class InferenceServer:
         self.cpu_priority = cpu_priority
         self.priority_report: Optional[str] = None
         self.collector = IdleCollector()
+        self.busy_time = BusyTime()  # the worker's turns: on a CPU, runnable, asleep
         self.frames_failed = 0
         self.preemptions = 0
         self.batches = 0
@@ -713,6 +715,7 @@ class InferenceServer:
         if self.priority_report and self._on_event is not None:
             self._on_event('priority', self.priority_report)
         IdleCollector.hold()
+        self.busy_time.bind()
         try:
             while not self._scheduler.closed:
                 try:
@@ -726,9 +729,11 @@ class InferenceServer:
             raise
         finally:
             IdleCollector.release()
+            self.busy_time.unbind()
             self._drop_suspended()
 
     def _serve_once(self) -> None:
+        turn = self.busy_time.mark()
         source = self._source
         if source is not None:
             source.poll()
@@ -742,6 +747,7 @@ class InferenceServer:
                 self._scheduler.wait(0.1)
             return
         self._run(job)
+        self.busy_time.add(turn)
 
     def _run(self, job: Job) -> None:
         """Run a job stage by stage; put it aside when a more urgent frame arrives."""

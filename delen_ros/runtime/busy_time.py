@@ -1,0 +1,118 @@
+"""
+Where the serving thread's busy time goes: on a CPU, waiting for one, or asleep.
+
+From taking work to going back to wait for frames, the serving thread should be running. When
+it is not, it is either runnable and waiting for a CPU (the OS gave the core to another thread
+or process) or asleep: waiting for the GIL while another Python thread holds it (the node's
+executor), or blocked in a call. Linux keeps the first two per thread in
+``/proc/<pid>/task/<tid>/schedstat`` (ns on a CPU, ns runnable on a run queue); the rest of the
+wall time is asleep. Where that file is missing only the CPU time is known
+(``time.thread_time``) and the time off the CPU is not split.
+"""
+
+import collections
+import os
+import threading
+import time
+from typing import Dict, Optional, Tuple
+
+__all__ = ['BusyTime']
+
+Mark = Tuple[float, int, Optional[int]]  # wall s, ns on a CPU, ns runnable (None: unknown)
+
+
+class BusyTime:
+    """
+    Totals over the serving thread's busy turns, and the recent turns' time asleep.
+
+    ``bind()`` on the thread to watch, ``mark()`` when a turn starts, ``add(mark)`` when it
+    ends, ``unbind()`` when the thread stops. ``values()`` may be read from any thread.
+    """
+
+    RECENT = 1000
+
+    def __init__(self, *, schedstat: bool = True) -> None:
+        self._use_schedstat = schedstat
+        self._fd: Optional[int] = None
+        self.turns = 0
+        self.wall_ms = 0.0
+        self.on_cpu_ms = 0.0
+        self.runnable_ms: Optional[float] = None  # None until a turn was split
+        self.asleep_ms: Optional[float] = None
+        self._recent_asleep = collections.deque(maxlen=self.RECENT)
+
+    @property
+    def split(self) -> bool:
+        """Return True when the time off the CPU is split into runnable and asleep."""
+        return self._fd is not None
+
+    def bind(self) -> None:
+        """Watch the calling thread (its schedstat, where the OS has one)."""
+        self.unbind()
+        if not self._use_schedstat:
+            return
+        path = f'/proc/{os.getpid()}/task/{threading.get_native_id()}/schedstat'
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+            self._read()
+        except (OSError, ValueError, IndexError):
+            self.unbind()
+
+    def unbind(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _read(self) -> Tuple[int, int]:
+        on_cpu, runnable = os.pread(self._fd, 128, 0).split()[:2]
+        return int(on_cpu), int(runnable)
+
+    def mark(self) -> Mark:
+        """Read the clocks at the start of a turn."""
+        wall = time.perf_counter()
+        if self._fd is None:
+            return wall, time.thread_time_ns(), None
+        try:
+            on_cpu, runnable = self._read()
+        except (OSError, ValueError, IndexError):
+            self.unbind()
+            return wall, time.thread_time_ns(), None
+        return wall, on_cpu, runnable
+
+    def add(self, start: Mark) -> None:
+        """Count the turn that began at ``start``."""
+        end = self.mark()
+        wall_ms = (end[0] - start[0]) * 1e3
+        on_cpu_ms = (end[1] - start[1]) * 1e-6
+        self.turns += 1
+        self.wall_ms += wall_ms
+        self.on_cpu_ms += on_cpu_ms
+        if start[2] is None or end[2] is None:
+            return
+        runnable_ms = (end[2] - start[2]) * 1e-6
+        asleep_ms = max(0.0, wall_ms - on_cpu_ms - runnable_ms)
+        self.runnable_ms = (self.runnable_ms or 0.0) + runnable_ms
+        self.asleep_ms = (self.asleep_ms or 0.0) + asleep_ms
+        self._recent_asleep.append(asleep_ms)
+
+    def values(self) -> Dict[str, str]:
+        """Diagnostic values: busy time, and the shares of it on a CPU, runnable and asleep."""
+        if not self.turns:
+            return {'worker_busy_turns': '0'}
+        wall = self.wall_ms or 1e-9
+
+        def share(ms: Optional[float]) -> str:
+            return '' if ms is None else f'{100 * ms / wall:.1f}'
+
+        recent = sorted(self._recent_asleep)
+        values = {
+            'worker_busy_turns': str(self.turns),
+            'worker_busy_s': f'{self.wall_ms * 1e-3:.2f}',
+            'worker_on_cpu_pct': share(self.on_cpu_ms),
+            'worker_off_cpu_pct': share(max(0.0, self.wall_ms - self.on_cpu_ms)),
+            'worker_runnable_pct': share(self.runnable_ms),
+            'worker_asleep_pct': share(self.asleep_ms),
+            'worker_asleep_ms_p99': f'{recent[int(0.99 * (len(recent) - 1))]:.2f}'
+            if recent else '',
+        }
+        return values
