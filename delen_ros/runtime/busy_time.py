@@ -4,10 +4,11 @@ Where the serving thread's busy time goes: on a CPU, waiting for one, or asleep.
 From taking work to going back to wait for frames, the serving thread should be running. When
 it is not, it is either runnable and waiting for a CPU (the OS gave the core to another thread
 or process) or asleep: waiting for the GIL while another Python thread holds it (the node's
-executor), or blocked in a call. Linux keeps the first two per thread in
-``/proc/<pid>/task/<tid>/schedstat`` (ns on a CPU, ns runnable on a run queue); the rest of the
-wall time is asleep. Where that file is missing only the CPU time is known
-(``time.thread_time``) and the time off the CPU is not split.
+executor), or blocked in a call. The CPU time comes from ``time.thread_time_ns`` and the time
+runnable on a run queue from Linux's ``/proc/<pid>/task/<tid>/schedstat`` (its CPU-time field
+is only brought up to date at scheduler ticks, up to a few ms late for a running thread, so it
+is not used); the rest of the wall time is asleep. Where that file is missing the time off the
+CPU is not split.
 """
 
 import collections
@@ -63,21 +64,20 @@ class BusyTime:
         if fd is not None:
             os.close(fd)
 
-    def _read(self) -> Tuple[int, int]:
-        on_cpu, runnable = os.pread(self._fd, 128, 0).split()[:2]
-        return int(on_cpu), int(runnable)
+    def _read(self) -> int:
+        """Return the ns this thread has been runnable, waiting for a CPU."""
+        return int(os.pread(self._fd, 128, 0).split()[1])
 
     def mark(self) -> Mark:
         """Read the clocks at the start of a turn."""
-        wall = time.perf_counter()
+        wall, on_cpu = time.perf_counter(), time.thread_time_ns()
         if self._fd is None:
-            return wall, time.thread_time_ns(), None
+            return wall, on_cpu, None
         try:
-            on_cpu, runnable = self._read()
+            return wall, on_cpu, self._read()
         except (OSError, ValueError, IndexError):
             self.unbind()
-            return wall, time.thread_time_ns(), None
-        return wall, on_cpu, runnable
+            return wall, on_cpu, None
 
     def add(self, start: Mark) -> None:
         """Count the turn that began at ``start``."""
