@@ -97,11 +97,12 @@ class IdleCollector:
             if old >= third and now - self._last_full >= self.full_interval_s:
                 generation = 2
                 self._last_full = now
-        start = time.perf_counter()
-        gc.collect(generation)
-        self.longest_pass_ms = max(self.longest_pass_ms, (time.perf_counter() - start) * 1e3)
+        # Counted as it starts: weakref callbacks run inside the pass and may wake other threads.
         if idle:
             self.idle_passes += 1
         else:
             self.overdue_passes += 1
+        start = time.perf_counter()
+        gc.collect(generation)
+        self.longest_pass_ms = max(self.longest_pass_ms, (time.perf_counter() - start) * 1e3)
         return generation
