@@ -95,11 +95,13 @@ def test_base_goals_adjustments_and_timeout():
     assert goals.receive('ghost', CRITICAL, '', now_s=15.0) == []  # not served: no effect
 
     # Not renewed for timeout_s: the base goals return.
+    assert goals.next_expiry_s() == pytest.approx(19.0)  # the one for all, renewed at 14
     assert goals.expire(19.5) == ['arm']  # the one for all lapsed; nav's own not yet
     assert goals.expire(20.5) == ['nav']
     assert runtime.goals == {'nav': Goal.latency(40.0, energy_mj=10.0),
                              'arm': Goal.accuracy(0.9)}
     assert goals.describe(21.0) == 'lapsed 0.5 s ago (none for 5 s): base budgets'
+    assert goals.next_expiry_s() is None
     assert goals.effective('nav') == goals.base('nav')
 
     goals.timeout_s = 1.0

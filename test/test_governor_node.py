@@ -229,7 +229,8 @@ def test_governor_adjusts_on_top_of_the_servers_budgets(stack):
                       adjustment_reason='')
     robot.wait_status('beta', min_accuracy=0.9, adjustment_reason='')
     robot.wait_deadline(60.0)
-    values = robot.wait_diagnostic('delen_server', lambda v: 'lapsed' in v['budget_adjustment'])
+    values = robot.wait_diagnostic('delen_server', lambda v: 'lapsed' in v['budget_adjustment']
+                                   and v['adjustment_expiry_timer'] == 'idle')
     assert 'base budgets' in values['budget_adjustment']
 
     # Another publisher: an adjustment for one tenant applies to it alone; a bad one is refused.

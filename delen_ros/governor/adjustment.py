@@ -192,6 +192,14 @@ class AdjustedGoals:
                 self._lapsed_s = float(now_s)
             return [name for name in list(self._base) if self._update(name)]
 
+    def next_expiry_s(self) -> Optional[float]:
+        """Return when the oldest adjustment in force lapses (None: none is in force)."""
+        with self._lock:
+            if not self._received:
+                return None
+            return min(received.received_s for received in self._received.values()) \
+                + self._timeout_s
+
     def _in_force(self, tenant: str) -> _Received:
         return self._received.get(tenant) or self._received.get(ALL_TENANTS) or _NONE
 

@@ -46,8 +46,10 @@ class BudgetAdjustments:
         self._subscription = node.create_subscription(
             BudgetAdjustment, ADJUSTMENT_TOPIC, self._adjustment_callback,
             adjustment_qos(depth=10), callback_group=group)
+        # Armed only while an adjustment is in force: each wake-up of the executor thread
+        # takes the GIL from the serving thread (docs/serving_path.md).
         self._timer = node.create_timer(_EXPIRY_PERIOD_S, self._expiry_callback,
-                                        callback_group=group)
+                                        callback_group=group, autostart=False)
         node.add_post_set_parameters_callback(self._parameters_callback)
 
     def destroy(self) -> None:
@@ -75,12 +77,21 @@ class BudgetAdjustments:
             self._node.get_logger().warning(f'BudgetAdjustment ignored: {self.last_rejection}',
                                             throttle_duration_sec=10.0)
             return
+        if self._timer.is_canceled():
+            self._timer.reset()
         for tenant in changed:
             self._log(tenant, msg.reason or adjustment.describe())
 
     def _expiry_callback(self) -> None:
         for tenant in self.goals.expire(self._now_s()):
             self._log(tenant, f'no adjustment for {self.goals.timeout_s:g} s: base budgets')
+        if self.goals.next_expiry_s() is None:
+            self._timer.cancel()
+
+    @property
+    def expiry_armed(self) -> bool:
+        """Whether the expiry timer runs (only while an adjustment is in force)."""
+        return not self._timer.is_canceled()
 
     def _parameters_callback(self, parameters) -> None:
         for parameter in parameters:
@@ -109,5 +120,6 @@ class BudgetAdjustments:
         """Diagnostic values of the adjustment input as a whole."""
         return {'budget_adjustment': self.goals.describe(self._now_s()),
                 'adjustment_timeout_s': f'{self.goals.timeout_s:g}',
+                'adjustment_expiry_timer': 'armed' if self.expiry_armed else 'idle',
                 'adjustments_rejected': str(self.rejected),
                 'last_adjustment_rejection': self.last_rejection}
