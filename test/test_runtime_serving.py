@@ -335,6 +335,35 @@ def test_while_frames_keep_waiting_a_plan_keeps_up_with_the_arrivals(make_server
     assert exits['stream'] < exits['alone'], exits
 
 
+def test_while_queues_overflow_every_frame_of_a_batch_keeps_up_with_the_arrivals(
+        make_server, images):
+    # Two streams, a frame each every 4 ms, 50 ms bounds, queues of 1. Alone, each frame of
+    # a batch of both could take the deepest exit; while the queues push frames out the batch
+    # must fit the 2 ms between arrivals per frame, less the worker's own time per frame.
+    now = [time.time()]
+    targets = {}
+    for case in ('calm', 'overflowing'):
+        server = make_server(clock=lambda: now[0])
+        for name in ('left', 'right'):
+            server.add_tenant(name, goal=Goal.latency(50.0), policy='budget', queue_size=1)
+        for _ in range(4 if case == 'overflowing' else 1):
+            now[0] += 0.004
+            for number, name in enumerate(('left', 'right')):
+                assert server.submit(name, images[number], stamp_s=now[0])
+        if case == 'overflowing':
+            per_frame = 1e3 / 500.0 - server.frame_overhead_ms
+            assert server._keep_up_ms(now[0], 1) == pytest.approx(per_frame, rel=1e-3)
+            assert server._keep_up_ms(now[0], 2) == pytest.approx(
+                2 * per_frame / server.executor.batch_factor(2), rel=1e-3)
+        else:
+            assert server._keep_up_ms(now[0], 2) == float('inf')
+        job = server._next_job()
+        targets[case] = sorted(row.plan.target_exit for row in job.active)
+        server._finished(len(job.active))
+    assert targets['calm'] == [3, 3]
+    assert len(targets['overflowing']) == 2 and max(targets['overflowing']) < 3, targets
+
+
 def test_serving_freezes_what_was_loaded_before_it_once():
     # In a fresh process: this one's first start may have come before the fixtures' model.
     script = textwrap.dedent("""

@@ -79,8 +79,8 @@ class BusyTime:
             self.unbind()
             return wall, on_cpu, None
 
-    def add(self, start: Mark) -> None:
-        """Count the turn that began at ``start``."""
+    def add(self, start: Mark) -> float:
+        """Count the turn that began at ``start``; return its wall time (ms)."""
         end = self.mark()
         wall_ms = (end[0] - start[0]) * 1e3
         on_cpu_ms = (end[1] - start[1]) * 1e-6
@@ -88,12 +88,13 @@ class BusyTime:
         self.wall_ms += wall_ms
         self.on_cpu_ms += on_cpu_ms
         if start[2] is None or end[2] is None:
-            return
+            return wall_ms
         runnable_ms = (end[2] - start[2]) * 1e-6
         asleep_ms = max(0.0, wall_ms - on_cpu_ms - runnable_ms)
         self.runnable_ms = (self.runnable_ms or 0.0) + runnable_ms
         self.asleep_ms = (self.asleep_ms or 0.0) + asleep_ms
         self._recent_asleep.append(asleep_ms)
+        return wall_ms
 
     def values(self) -> Dict[str, str]:
         """Diagnostic values: busy time, and the shares of it on a CPU, runnable and asleep."""

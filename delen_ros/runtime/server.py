@@ -291,6 +291,10 @@ class InferenceServer:
         self._shares = ShareLedger()
         self._publish_ms = _Average(0.3)
         self._hop_ms = _Average(0.5)
+        # The worker's time per answered frame outside the network (take, decode, plan, answer).
+        self._frame_overhead_ms = _Average(1.0)
+        self._overhead_acc_ms = 0.0
+        self._answered = 0
         self._last_overflow_s = -math.inf  # when any tenant's queue last pushed a frame out
         self._on_event = on_event
         self._fatal: Optional[str] = None
@@ -746,8 +750,22 @@ class InferenceServer:
             else:
                 self._scheduler.wait(0.1)
             return
+        steps = len(job.stage_ms)
+        answered = self._answered
         self._run(job)
-        self.busy_time.add(turn)
+        wall_ms = self.busy_time.add(turn)
+        self._learn_overhead(wall_ms - sum(job.stage_ms[steps:]), self._answered - answered)
+
+    def _learn_overhead(self, outside_ms: float, answered: int) -> None:
+        self._overhead_acc_ms += outside_ms
+        if answered:
+            self._frame_overhead_ms.update(self._overhead_acc_ms / answered)
+            self._overhead_acc_ms = 0.0
+
+    @property
+    def frame_overhead_ms(self) -> float:
+        """Return the worker's recent time per answered frame outside the network's stages (ms)."""
+        return self._frame_overhead_ms.value
 
     def _run(self, job: Job) -> None:
         """Run a job stage by stage; put it aside when a more urgent frame arrives."""
@@ -868,24 +886,37 @@ class InferenceServer:
         """Return True within a second of a queue pushing a frame out."""
         return now - self._last_overflow_s <= _OVERFLOW_WINDOW_S
 
-    def _backlog_ms(self, now: float) -> float:
+    def _backlog_ms(self, now: float, size: int = 1) -> float:
         """
         Return what a frame planned now may take while others wait (inf: none wait).
 
         It delays them all: its plan must leave the most urgent one that can still be answered
-        in time its first exit, and, while queues overflow (one pushed a frame out within the
-        last second), take no longer than the time between arrivals of all streams together.
+        in time its first exit, and keep up with the arrivals (``_keep_up_ms``).
         """
         heads = self._scheduler.heads()
         if not heads:
             return _INF
         slacks = (self._slack_ms(request, now) for request in heads)
         cap = min((slack for slack in slacks if slack > 0.0), default=_INF)
+        return min(cap, self._keep_up_ms(now, size))
+
+    def _keep_up_ms(self, now: float, size: int = 1) -> float:
+        """
+        Return the batch-1 time a frame's plan may take in a batch of ``size`` (inf: any).
+
+        While queues overflow (one pushed a frame out within the last second), a batch must
+        take no longer than the time its frames' arrivals give the worker: the time between
+        arrivals of all streams together, less the worker's own time per frame outside the
+        network, for each frame in it.
+        """
         if not self._overflowing(now):
-            return cap
+            return _INF
         tenants = tuple(self._tenants.values())  # one snapshot: tenants may come and go
         rate = sum(tenant.rate_hz(now) for tenant in tenants)
-        return min(cap, 1e3 / rate) if rate > 0 else cap
+        if rate <= 0:
+            return _INF
+        per_frame = max(0.0, 1e3 / rate - self._frame_overhead_ms.value)
+        return per_frame * size / self.executor.batch_factor(size)
 
     def _next_job(self) -> Optional[Job]:
         """Take the next job: resume a suspended one, or start one from the queues."""
@@ -917,8 +948,11 @@ class InferenceServer:
         for position, request in enumerate(requests):
             if position and not self._scheduler.contains(request):
                 continue
-            # The frames left waiting cap the first frame's plan (a batch mate runs with it).
-            row = self._plan(request, now, self._backlog_ms(now) if not position else _INF)
+            # The frames left waiting cap the first frame's plan (a batch mate runs with it);
+            # every frame's plan keeps up with the arrivals.
+            cap = self._keep_up_ms(now, len(requests)) if position else \
+                self._backlog_ms(now, len(requests))
+            row = self._plan(request, now, cap)
             if row is None:
                 if position:
                     self._scheduler.take(request)
@@ -1050,6 +1084,7 @@ class InferenceServer:
         if correct is not None:
             result = replace(result, correct=correct)
         self._shares.answered(request.tenant, self._backlogged())
+        self._answered += 1
         self._deliver(tenant, result)
         if not policy.learns:
             return
