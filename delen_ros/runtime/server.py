@@ -945,13 +945,13 @@ class InferenceServer:
         """Plan each frame; keep those that meet their deadlines in one batch; start it."""
         now = self._clock()
         rows: List[Row] = []
+        keep_up_ms = self._keep_up_ms(now, len(requests))
         for position, request in enumerate(requests):
             if position and not self._scheduler.contains(request):
                 continue
             # The frames left waiting cap the first frame's plan (a batch mate runs with it);
             # every frame's plan keeps up with the arrivals.
-            cap = self._keep_up_ms(now, len(requests)) if position else \
-                self._backlog_ms(now, len(requests))
+            cap = keep_up_ms if position else self._backlog_ms(now, len(requests))
             row = self._plan(request, now, cap)
             if row is None:
                 if position:
