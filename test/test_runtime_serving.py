@@ -364,6 +364,33 @@ def test_while_queues_overflow_every_frame_of_a_batch_keeps_up_with_the_arrivals
     assert len(targets['overflowing']) == 2 and max(targets['overflowing']) < 3, targets
 
 
+def test_a_frame_already_late_rides_in_a_batch_and_makes_plans_keep_up(
+        make_server, images):
+    # Under overload EDF takes the frame whose deadline has passed first. It is answered from
+    # its first exit whatever it rides with, so it must not stop the frames behind it, which
+    # can still be in time, from joining its batch.
+    now = [time.time()]
+    server = make_server(clock=lambda: now[0])
+    for name in ('late', 'left', 'right'):
+        server.add_tenant(name, goal=Goal.latency(50.0), policy='budget', queue_size=4,
+                          on_infeasible='serve_first_exit')
+    for _ in range(2):  # two frames a stream, 10 ms apart: the streams' rates are known
+        assert server.submit('late', images[0], stamp_s=now[0] - 0.06)
+        assert server.submit('left', images[1], stamp_s=now[0])
+        assert server.submit('right', images[2], stamp_s=now[0])
+        now[0] += 0.01
+    assert server._keep_up_ms(now[0]) == float('inf')  # no queue overflowed
+    job = server._next_job()
+    # A turn that came too late says the worker falls behind: plans now keep up.
+    assert server._keep_up_ms(now[0]) < float('inf')
+    rows = {row.request.tenant: row for row in job.active}
+    assert sorted(rows) == ['late', 'left', 'right']
+    assert rows['late'].infeasible and rows['late'].plan.target_exit == 0
+    assert not rows['left'].infeasible and rows['left'].plan.target_exit > 0
+    assert (server.batches, server.batched_frames) == (1, 3)
+    server._finished(len(job.active))
+
+
 def test_serving_freezes_what_was_loaded_before_it_once():
     # In a fresh process: this one's first start may have come before the fixtures' model.
     script = textwrap.dedent("""

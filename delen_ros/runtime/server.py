@@ -45,7 +45,7 @@ __all__ = ['FrameSource', 'InferenceResult', 'InferenceServer', 'InputError', 'T
 
 _LOG = logging.getLogger(__name__)
 _INF = math.inf
-_OVERFLOW_WINDOW_S = 1.0  # queues overflowed this recently: plans keep up with arrivals
+_BEHIND_WINDOW_S = 1.0  # fell behind this recently: plans keep up with arrivals
 INFEASIBLE_ACTIONS = ('drop', 'serve_first_exit')
 _ENCODINGS = {(2, 'uint8'): 'mono8', (3, 'uint8'): 'rgb8', (2, 'uint16'): 'mono16',
               (3, 'uint16'): 'rgb16'}
@@ -296,6 +296,7 @@ class InferenceServer:
         self._overhead_acc_ms = 0.0
         self._answered = 0
         self._last_overflow_s = -math.inf  # when any tenant's queue last pushed a frame out
+        self._last_late_s = -math.inf  # when a frame's turn last came too late for its bound
         self._on_event = on_event
         self._fatal: Optional[str] = None
         self.max_batch = int(max_batch)
@@ -884,7 +885,16 @@ class InferenceServer:
 
     def _overflowing(self, now: float) -> bool:
         """Return True within a second of a queue pushing a frame out."""
-        return now - self._last_overflow_s <= _OVERFLOW_WINDOW_S
+        return now - self._last_overflow_s <= _BEHIND_WINDOW_S
+
+    def _falling_behind(self, now: float) -> bool:
+        """
+        Return True within a second of a queue overflowing or of a frame's turn coming too late.
+
+        A standing queue (every tenant's frames wait about a period, are served just before
+        they would be pushed out, and answer late) overflows nothing: its late frames tell.
+        """
+        return now - max(self._last_overflow_s, self._last_late_s) <= _BEHIND_WINDOW_S
 
     def _backlog_ms(self, now: float, size: int = 1) -> float:
         """
@@ -904,12 +914,12 @@ class InferenceServer:
         """
         Return the batch-1 time a frame's plan may take in a batch of ``size`` (inf: any).
 
-        While queues overflow (one pushed a frame out within the last second), a batch must
-        take no longer than the time its frames' arrivals give the worker: the time between
-        arrivals of all streams together, less the worker's own time per frame outside the
-        network, for each frame in it.
+        While the worker falls behind (a queue pushed a frame out, or a frame's turn came too
+        late for its bound, within the last second), a batch must take no longer than the
+        time its frames' arrivals give the worker: the time between arrivals of all streams
+        together, less the worker's own time per frame outside the network, for each frame.
         """
-        if not self._overflowing(now):
+        if not self._falling_behind(now):
             return _INF
         tenants = tuple(self._tenants.values())  # one snapshot: tenants may come and go
         rate = sum(tenant.rate_hz(now) for tenant in tenants)
@@ -990,7 +1000,7 @@ class InferenceServer:
             threads).latency.upper
         for row in rows:
             bound = row.goal.latency_ms
-            if bound is None:
+            if bound is None or row.infeasible:  # late whatever it rides with
                 continue
             need = split.path_ms(row.plan.target_exit, sorted(row.stop_exits)) * factor
             if row.queue_ms + row.reserve_ms + need > bound:
@@ -1037,7 +1047,10 @@ class InferenceServer:
         row.model = served
         # Expected, not worst-case, cost: the first exit is the least service a frame can get.
         least = served.cost.expected(0, plan.threads)
-        infeasible = least.latency_ms > remaining or least.energy_mj > energy_budget
+        late = least.latency_ms > remaining
+        if late:
+            self._last_late_s = now
+        infeasible = late or least.energy_mj > energy_budget
         if infeasible:
             if tenant.config.on_infeasible == 'drop':
                 tenant.stats.dropped('infeasible')
