@@ -380,9 +380,10 @@ def test_a_frame_already_late_rides_in_a_batch_and_makes_plans_keep_up(
         assert server.submit('right', images[2], stamp_s=now[0])
         now[0] += 0.01
     assert server._keep_up_ms(now[0]) == float('inf')  # no queue overflowed
+    assert not server.falling_behind
     job = server._next_job()
     # A turn that came too late says the worker falls behind: plans now keep up.
-    assert server._keep_up_ms(now[0]) < float('inf')
+    assert server.falling_behind and server._keep_up_ms(now[0]) < float('inf')
     rows = {row.request.tenant: row for row in job.active}
     assert sorted(rows) == ['late', 'left', 'right']
     assert rows['late'].infeasible and rows['late'].plan.target_exit == 0

@@ -761,6 +761,7 @@ class ServingCore:
             'gc_overdue_passes': server.collector.overdue_passes,
             'gc_longest_pass_ms': f'{server.collector.longest_pass_ms:.2f}',
             'worker_frame_overhead_ms': f'{server.frame_overhead_ms:.2f}',
+            'falling_behind': server.falling_behind,
             **server.busy_time.values(),
             **self._budgets.server_values(),
         }

@@ -764,6 +764,11 @@ class InferenceServer:
             self._overhead_acc_ms = 0.0
 
     @property
+    def falling_behind(self) -> bool:
+        """Return True while plans keep up with the arrivals (overflow or a late turn, < 1 s)."""
+        return self._falling_behind(self._clock())
+
+    @property
     def frame_overhead_ms(self) -> float:
         """Return the worker's recent time per answered frame outside the network's stages (ms)."""
         return self._frame_overhead_ms.value
