@@ -386,8 +386,8 @@ def test_a_frame_already_late_rides_in_a_batch_and_makes_plans_keep_up(
     assert server.falling_behind and server._keep_up_ms(now[0]) < float('inf')
     rows = {row.request.tenant: row for row in job.active}
     assert sorted(rows) == ['late', 'left', 'right']
-    assert rows['late'].infeasible and rows['late'].plan.target_exit == 0
-    assert not rows['left'].infeasible and rows['left'].plan.target_exit > 0
+    assert rows['late'].late and rows['late'].infeasible and rows['late'].plan.target_exit == 0
+    assert not rows['left'].late and rows['left'].plan.target_exit > 0
     assert (server.batches, server.batched_frames) == (1, 3)
     server._finished(len(job.active))
 

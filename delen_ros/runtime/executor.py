@@ -272,7 +272,8 @@ class Row:
 
     __slots__ = ('request', 'plan', 'goal', 'should_stop', 'on_exit', 'progressive',
                  'queue_ms', 'reserve_ms', 'due_s', 'exits', 'final', 'error', 'energy_mj',
-                 'stop_exits', 'cut_short', 'infeasible', 'describe', 'tenant', 'model')
+                 'stop_exits', 'cut_short', 'infeasible', 'late', 'describe', 'tenant',
+                 'model')
 
     def __init__(self, request, plan: Plan, goal: Goal, should_stop, *, queue_ms: float,
                  reserve_ms: float = 0.0, progressive: bool = False, on_exit=None) -> None:
@@ -292,6 +293,7 @@ class Row:
         self.stop_exits = frozenset(plan.stop_exits or ())
         self.cut_short = False
         self.infeasible = False
+        self.late = False  # its bound cannot be met even at the first exit
         self.describe = ''
         self.tenant = None
         self.model = None

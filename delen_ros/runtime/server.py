@@ -1005,7 +1005,7 @@ class InferenceServer:
             threads).latency.upper
         for row in rows:
             bound = row.goal.latency_ms
-            if bound is None or row.infeasible:  # late whatever it rides with
+            if bound is None or row.late:  # late whatever it rides with
                 continue
             need = split.path_ms(row.plan.target_exit, sorted(row.stop_exits)) * factor
             if row.queue_ms + row.reserve_ms + need > bound:
@@ -1066,6 +1066,7 @@ class InferenceServer:
         row.plan = plan
         row.stop_exits = frozenset(plan.stop_exits or ())
         row.infeasible = infeasible
+        row.late = late
         row.describe = policy.describe()
         row.tenant = tenant
         if tenant.config.progressive:
