@@ -1,9 +1,12 @@
 """~/classify, ~/add_tenant and ~/remove_tenant, called from another process."""
 
 import array
+import threading
 
 from delen_ros.imaging import fill_image
+from delen_ros.msg import TenantStatus
 from delen_ros.srv import AddTenant, Classify, RemoveTenant
+from diagnostic_msgs.msg import DiagnosticArray
 from node_harness import Probe, start_node, stop_node, wait_for
 import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -149,3 +152,33 @@ def test_tenants_come_and_go_at_run_time(served):
     assert not again.success and 'unknown tenant' in again.message
     assert _add(probe, clients, 'extra', input_topic='/extra/cam').success, \
         'a removed tenant can be added again'
+
+
+def test_status_reports_are_spread_over_the_period_and_follow_the_tenants(served):
+    probe, clients = served
+    lock = threading.Lock()
+    arrays, statuses = [], []
+
+    def keep(into, msg):
+        with lock:
+            into.append(msg)
+
+    probe.node.create_subscription(DiagnosticArray, '/diagnostics',
+                                   lambda msg: keep(arrays, msg), 50)
+    probe.node.create_subscription(TenantStatus, '/delen/watched/status',
+                                   lambda msg: keep(statuses, msg), 10)
+    assert _add(probe, clients, 'watched', input_topic='/watched/cam').success
+
+    def reported():
+        with lock:
+            names = {s.name for a in arrays for s in a.status}
+        return {'delen_server', 'delen_server: tenant camera',
+                'delen_server: tenant watched'} <= names and bool(statuses)
+    try:
+        assert wait_for(reported, 30.0), 'an added tenant was not reported'
+        with lock:
+            ours = [a for a in arrays if any(s.name.startswith('delen_server') for s in a.status)]
+        # One report per timer tick: the executor never builds every tenant's at once.
+        assert ours and all(len(a.status) == 1 for a in ours), [len(a.status) for a in ours]
+    finally:
+        assert probe.call(clients['remove_tenant'], RemoveTenant.Request(name='watched')).success

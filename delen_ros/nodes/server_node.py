@@ -7,6 +7,7 @@ the executor's), decodes, serves and publishes on one thread; parameters, timers
 stay on the executor, so inference never blocks them.
 """
 
+import collections
 import functools
 import time
 from typing import Dict, List, Optional
@@ -124,6 +125,8 @@ class ServingCore:
         self._server_services: Optional[ServerServices] = None
         self._diagnostics = None
         self._timers: list = []
+        self._status_timer = None
+        self._status_due: collections.deque = collections.deque()  # tenants left this period
         self._max_pixels = self._value('max_image_pixels')
         self._fallback_latency_ms = self._value('fallback_latency_ms')
         self._policies = available_policies()
@@ -184,9 +187,12 @@ class ServingCore:
         self._diagnostics = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # Steady timers: with use_sim_time and no (or a slow) /clock, reports keep coming.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._status_due = collections.deque(self._tenants)
+        self._status_timer = node.create_timer(
+            self._status_tick_s(), self._status_callback, callback_group=self._timer_group,
+            clock=steady)
         self._timers = [
-            node.create_timer(self._value('status_period_s'), self._status_callback,
-                              callback_group=self._timer_group, clock=steady),
+            self._status_timer,
             node.create_timer(0.5, self._graph_callback,
                               callback_group=self._timer_group, clock=steady)]
         self._server.start()
@@ -205,6 +211,7 @@ class ServingCore:
         for timer in self._timers:
             node.destroy_timer(timer)
         self._timers = []
+        self._status_timer = None
         node.destroy_publisher(self._diagnostics)
         self._server_services.destroy()
         self._server_services = None
@@ -631,19 +638,35 @@ class ServingCore:
         self.node.get_logger().info(f'tenant {io.name}: base goal {goal} (offered deadline '
                                     f'{io.qos_deadline_ms} ms)')
 
+    def _status_tick_s(self) -> float:
+        """Return the time between status ticks: each tenant and the server once a period."""
+        return self._value('status_period_s') / (len(self._tenants) + 1)
+
     def _status_callback(self) -> None:
+        """
+        Report one tenant (TenantStatus and its /diagnostics entry), or the server itself.
+
+        A period's reports are spread over its ticks: the executor then holds the GIL, which
+        the serving worker needs between torch operators, for one report at a time (all eight
+        tenants' at once took 4-9 ms; docs/serving_path.md).
+        """
         stamp = self.node.get_clock().now().to_msg()
-        stats = self._server.stats()
-        statuses: List[DiagnosticStatus] = []
-        for name, io in self._tenants.items():
-            snapshot = stats.get(name)
-            if snapshot is None:
-                continue
+        while self._status_due:
+            io = self._tenants.get(self._status_due.popleft())
+            if io is None:
+                continue  # removed meanwhile
+            snapshot = self._server.stats(io.name)
             io.status_publisher.publish(
-                self._tenant_status(stamp, io, snapshot, self._goal_of(name)))
-            statuses.append(self._tenant_diagnostic(io, snapshot))
-        statuses.append(self._server_diagnostic())
-        self._diagnostics.publish(DiagnosticArray(header=_header(stamp), status=statuses))
+                self._tenant_status(stamp, io, snapshot, self._goal_of(io.name)))
+            self._diagnostics.publish(DiagnosticArray(
+                header=_header(stamp), status=[self._tenant_diagnostic(io, snapshot)]))
+            return
+        self._diagnostics.publish(DiagnosticArray(header=_header(stamp),
+                                                  status=[self._server_diagnostic()]))
+        self._status_due.extend(self._tenants)
+        tick_ns = int(self._status_tick_s() * 1e9)
+        if self._status_timer.timer_period_ns != tick_ns:  # tenants came or went
+            self._status_timer.timer_period_ns = tick_ns
 
     def _tenant_status(self, stamp, io: _TenantIo, snapshot, goal) -> TenantStatus:
         return TenantStatus(

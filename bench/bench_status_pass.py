@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""
+How long the server's executor holds the GIL for its status reports: spread, or all at once.
+
+The serving worker needs the GIL between torch operators, so the longest status callback is how
+long a frame can wait behind the reports. Runs the installed ``ServerNode`` in this process
+with ``--tenants`` tenants (no frames: every report still has all its fields) and calls its
+status callback directly, at the pace the node's timer does (``--period`` s over the tenants
+and the server), and also every report back to back once a period, as one pass did before the
+reports were spread.
+
+    python bench/bench_status_pass.py --tenants 1 8 13 --periods 10
+"""
+
+import argparse
+import statistics
+import time
+
+from delen_ros.nodes.server_node import ServerNode
+import rclpy
+from rclpy.parameter import Parameter
+
+
+def measure(tenants: int, periods: int, period_s: float) -> dict:
+    """Time ``periods`` periods of status callbacks with ``tenants`` tenants (ms)."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    names = [f't{index}' for index in range(tenants)]
+    overrides = [Parameter('tenants', value=names), Parameter('status_period_s', value=period_s)]
+    overrides += [Parameter(f'{name}.latency_ms', value=50.0) for name in names]
+    node = ServerNode(context=context, parameter_overrides=overrides)
+    ticks = tenants + 1
+    spread, at_once = [], []
+    try:
+        callback = node.core._status_callback
+        for _ in range(ticks):  # warm-up period
+            callback()
+        for _ in range(periods):
+            for _ in range(ticks):
+                time.sleep(period_s / ticks)
+                start = time.perf_counter()
+                callback()
+                spread.append((time.perf_counter() - start) * 1e3)
+            time.sleep(period_s)
+            start = time.perf_counter()
+            for _ in range(ticks):
+                callback()
+            at_once.append((time.perf_counter() - start) * 1e3)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    return {'tenants': tenants, 'ticks': ticks, 'tick_p50': statistics.median(spread),
+            'tick_max': max(spread), 'pass_p50': statistics.median(at_once),
+            'pass_max': max(at_once)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument('--tenants', type=int, nargs='+', default=[1, 8, 13])
+    parser.add_argument('--periods', type=int, default=10)
+    parser.add_argument('--period', type=float, default=1.0, help='status_period_s')
+    args = parser.parse_args()
+    print('| tenants | callbacks a period | spread: p50 ms | spread: longest ms '
+          '| all at once: p50 ms | all at once: longest ms |')
+    print('|---|---|---|---|---|---|')
+    for tenants in args.tenants:
+        row = measure(tenants, args.periods, args.period)
+        print(f"| {row['tenants']} | {row['ticks']} | {row['tick_p50']:.2f} | "
+              f"{row['tick_max']:.2f} | {row['pass_p50']:.2f} | {row['pass_max']:.2f} |")
+
+
+if __name__ == '__main__':
+    main()
