@@ -177,6 +177,34 @@ def test_a_crash_in_the_serving_loop_is_counted_and_serving_goes_on(make_server,
     assert server.serving and server.fatal_error is None
 
 
+def test_the_idle_task_runs_on_the_worker_only_while_no_frame_waits(make_server, images):
+    events = []
+    server = make_server(on_event=lambda kind, text: events.append((kind, text)))
+    server.add_tenant('cam', goal=Goal.latency(1000.0), policy='budget')
+    calls = []
+
+    def task():
+        calls.append((threading.get_ident(), server.pending()))
+        if len(calls) == 3:
+            raise ValueError('report broke')
+        return 0.0 if len(calls) < 6 else None  # 0: again at once, after a look for frames
+
+    server.set_idle_task(task)
+    idle = [lambda: 0] * 16  # polls between the stages of the first frame take some
+    source = ScriptedSource([lambda: server.submit('cam', images[0])] + idle
+                            + [lambda: server.submit('cam', images[1])])
+    server.attach_source(source)
+    server.start()
+    answers = _finals(server, 2)
+    assert len(answers) == 2, 'serving stopped after the idle task failed'
+    assert len(calls) >= 6
+    assert {ident for ident, _ in calls} == {server._worker_id}
+    assert all(waiting == 0 for _, waiting in calls), calls
+    assert server.idle_task_errors == 1
+    assert ('error', 'idle task failed: ValueError: report broke') in events
+    assert server.serving
+
+
 def test_under_overload_each_tenant_keeps_its_share(make_server, images):
     server = make_server(max_batch=1)
     server.add_tenant('fast', goal=Goal.latency(50.0), policy='budget')

@@ -154,7 +154,7 @@ def test_tenants_come_and_go_at_run_time(served):
         'a removed tenant can be added again'
 
 
-def test_status_reports_are_spread_over_the_period_and_follow_the_tenants(served):
+def test_status_reports_come_one_at_a_time_and_follow_the_tenants(served):
     probe, clients = served
     lock = threading.Lock()
     arrays, statuses = [], []
@@ -178,7 +178,7 @@ def test_status_reports_are_spread_over_the_period_and_follow_the_tenants(served
         assert wait_for(reported, 30.0), 'an added tenant was not reported'
         with lock:
             ours = [a for a in arrays if any(s.name.startswith('delen_server') for s in a.status)]
-        # One report per timer tick: the executor never builds every tenant's at once.
+        # One report at a time, between frames: never every tenant's at once.
         assert ours and all(len(a.status) == 1 for a in ours), [len(a.status) for a in ours]
     finally:
         assert probe.call(clients['remove_tenant'], RemoveTenant.Request(name='watched')).success

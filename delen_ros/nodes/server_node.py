@@ -9,6 +9,7 @@ stay on the executor, so inference never blocks them.
 
 import collections
 import functools
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -125,8 +126,11 @@ class ServingCore:
         self._server_services: Optional[ServerServices] = None
         self._diagnostics = None
         self._timers: list = []
-        self._status_timer = None
-        self._status_due: collections.deque = collections.deque()  # tenants left this period
+        self._report_lock = threading.Lock()
+        self._status_due: collections.deque = collections.deque()  # tenants left this cycle
+        self._cycle_open = False
+        self._cycle_due_s = 0.0  # time.monotonic() when the next report cycle is due
+        self._status_period_s = 1.0
         self._max_pixels = self._value('max_image_pixels')
         self._fallback_latency_ms = self._value('fallback_latency_ms')
         self._policies = available_policies()
@@ -187,12 +191,14 @@ class ServingCore:
         self._diagnostics = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # Steady timers: with use_sim_time and no (or a slow) /clock, reports keep coming.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._status_due = collections.deque(self._tenants)
-        self._status_timer = node.create_timer(
-            self._status_tick_s(), self._status_callback, callback_group=self._timer_group,
-            clock=steady)
+        self._status_due.clear()
+        self._cycle_open = False
+        self._cycle_due_s = time.monotonic()
+        self._status_period_s = self._value('status_period_s')
+        self._server.set_idle_task(self._idle_report)
         self._timers = [
-            self._status_timer,
+            node.create_timer(self._status_period_s, self._status_callback,
+                              callback_group=self._timer_group, clock=steady),
             node.create_timer(0.5, self._graph_callback,
                               callback_group=self._timer_group, clock=steady)]
         self._server.start()
@@ -211,7 +217,7 @@ class ServingCore:
         for timer in self._timers:
             node.destroy_timer(timer)
         self._timers = []
-        self._status_timer = None
+        self._server.set_idle_task(None)
         node.destroy_publisher(self._diagnostics)
         self._server_services.destroy()
         self._server_services = None
@@ -638,24 +644,50 @@ class ServingCore:
         self.node.get_logger().info(f'tenant {io.name}: base goal {goal} (offered deadline '
                                     f'{io.qos_deadline_ms} ms)')
 
-    def _status_tick_s(self) -> float:
-        """Return the time between status ticks: each tenant and the server once a period."""
-        return self._value('status_period_s') / (len(self._tenants) + 1)
+    def _idle_report(self) -> Optional[float]:
+        """
+        Make one status report while no frame waits (the runtime's idle task, on its worker).
+
+        A cycle reports each tenant (TenantStatus and its /diagnostics entry), then the server,
+        one per call, once every ``status_period_s``. On the worker, between frames, a report
+        never takes the GIL from a frame; the executor, reporting all at once, held it for
+        4-9 ms with eight tenants (docs/serving_path.md). Returns the seconds to the next one.
+        """
+        with self._report_lock:
+            now = time.monotonic()
+            if not self._cycle_open and now < self._cycle_due_s:
+                return self._cycle_due_s - now
+            try:
+                self._report_step()
+            except Exception:  # noqa: B902
+                if self.node.context.ok():
+                    raise
+                return None  # Ctrl-C shut the context down: nowhere to report
+            return 0.0 if self._cycle_open else self._cycle_due_s - now
 
     def _status_callback(self) -> None:
-        """
-        Report one tenant (TenantStatus and its /diagnostics entry), or the server itself.
+        """Finish a report cycle overdue by a period: the worker is too busy to make it."""
+        with self._report_lock:
+            if time.monotonic() - self._cycle_due_s < self._status_period_s:
+                return
+            self._report_step()
+            while self._cycle_open:
+                self._report_step()
 
-        A period's reports are spread over its ticks: the executor then holds the GIL, which
-        the serving worker needs between torch operators, for one report at a time (all eight
-        tenants' at once took 4-9 ms; docs/serving_path.md).
-        """
+    def _report_step(self) -> None:
+        """One report of the cycle: the next tenant's, or the server's (which ends it)."""
         stamp = self.node.get_clock().now().to_msg()
+        if not self._cycle_open:
+            self._cycle_open = True
+            self._status_due.extend(list(self._tenants))
         while self._status_due:
             io = self._tenants.get(self._status_due.popleft())
             if io is None:
                 continue  # removed meanwhile
-            snapshot = self._server.stats(io.name)
+            try:
+                snapshot = self._server.stats(io.name)
+            except KeyError:
+                continue  # removed meanwhile
             io.status_publisher.publish(
                 self._tenant_status(stamp, io, snapshot, self._goal_of(io.name)))
             self._diagnostics.publish(DiagnosticArray(
@@ -663,10 +695,8 @@ class ServingCore:
             return
         self._diagnostics.publish(DiagnosticArray(header=_header(stamp),
                                                   status=[self._server_diagnostic()]))
-        self._status_due.extend(self._tenants)
-        tick_ns = int(self._status_tick_s() * 1e9)
-        if self._status_timer.timer_period_ns != tick_ns:  # tenants came or went
-            self._status_timer.timer_period_ns = tick_ns
+        self._cycle_open = False
+        self._cycle_due_s = max(self._cycle_due_s + self._status_period_s, time.monotonic())
 
     def _tenant_status(self, stamp, io: _TenantIo, snapshot, goal) -> TenantStatus:
         return TenantStatus(

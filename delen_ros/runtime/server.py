@@ -46,6 +46,7 @@ __all__ = ['FrameSource', 'InferenceResult', 'InferenceServer', 'InputError', 'T
 _LOG = logging.getLogger(__name__)
 _INF = math.inf
 _BEHIND_WINDOW_S = 1.0  # fell behind this recently: plans keep up with arrivals
+_IDLE_WAIT_S = 0.1  # longest wait for frames before the loop looks at its state again
 INFEASIBLE_ACTIONS = ('drop', 'serve_first_exit')
 _ENCODINGS = {(2, 'uint8'): 'mono8', (3, 'uint8'): 'rgb8', (2, 'uint16'): 'mono16',
               (3, 'uint16'): 'rgb16'}
@@ -310,6 +311,8 @@ class InferenceServer:
         self.batched_frames = 0
         self.last_error = ''
         self._loop_errors = 0
+        self._idle_task: Optional[Callable[[], Optional[float]]] = None
+        self.idle_task_errors = 0
 
     @classmethod
     def from_checkpoint(cls, *, path: Union[str, Path, None] = None,
@@ -469,6 +472,17 @@ class InferenceServer:
         with tenant.lock:
             tenant.config = replace(tenant.config, share=float(share))
             self._shares.set_weight(name, float(share))
+
+    def set_idle_task(self, task: Optional[Callable[[], Optional[float]]]) -> None:
+        """
+        Run ``task`` on the worker whenever no frame waits (None: no task).
+
+        It returns the seconds until it wants to run again (None: no wish, 0: at once, after
+        a look for new frames). A frame arriving meanwhile waits for it to return, so each
+        call should be short: one step of its work. Work done here never takes the GIL from
+        a frame, as another thread's would (the node's status reports run here).
+        """
+        self._idle_task = task
 
     def attach_source(self, source: Optional[FrameSource]) -> None:
         """Let the worker take frames from ``source`` itself (before start)."""
@@ -746,16 +760,32 @@ class InferenceServer:
         # Garbage is collected while no frame waits, or at a job boundary when long overdue.
         self.collector.collect(idle=job is None)
         if job is None:
+            wait_s = self._run_idle_task()
+            if wait_s <= 0.0:
+                return  # more idle work is due: it runs after a look for new frames
             if source is not None:
-                source.wait(0.1)
+                source.wait(wait_s)
             else:
-                self._scheduler.wait(0.1)
+                self._scheduler.wait(wait_s)
             return
         steps = len(job.stage_ms)
         answered = self._answered
         self._run(job)
         wall_ms = self.busy_time.add(turn)
         self._learn_overhead(wall_ms - sum(job.stage_ms[steps:]), self._answered - answered)
+
+    def _run_idle_task(self) -> float:
+        """Run the idle task once; return how long to wait for frames (s, at most 0.1)."""
+        task = self._idle_task
+        if task is None:
+            return _IDLE_WAIT_S
+        try:
+            again = task()
+        except Exception as error:  # noqa: B902 - a failing task must not stop serving
+            self.idle_task_errors += 1
+            self._report('idle task failed', error)
+            return _IDLE_WAIT_S
+        return _IDLE_WAIT_S if again is None else min(_IDLE_WAIT_S, max(0.0, float(again)))
 
     def _learn_overhead(self, outside_ms: float, answered: int) -> None:
         self._overhead_acc_ms += outside_ms
