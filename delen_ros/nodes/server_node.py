@@ -3,8 +3,8 @@ The serving node: images in, InferenceResults out, a family of models shared by 
 
 A thin layer over ``delen_ros.runtime.InferenceServer``: parameters, QoS, callbacks. The
 runtime's worker takes the images itself (``ImageIntake``: the image subscriptions are not
-the executor's), decodes, serves and publishes on one thread; parameters, timers and status
-stay on the executor, so inference never blocks them.
+the executor's), decodes, serves and publishes on one thread, and between frames makes the
+status reports; parameters and timers stay on the executor, so inference never blocks them.
 """
 
 import collections
