@@ -1,7 +1,7 @@
 """Resumable stage-by-stage execution gives exactly the logits of a plain forward pass."""
 
 from delen_ros.engine import (build_multi_exit, fold_batch_norms, from_torchvision, InputSpec,
-                              MultiExitConfig, MultiExitNetwork)
+                              MultiExitConfig, MultiExitNetwork, serving_network)
 import pytest
 import torch
 from torchvision import models
@@ -152,6 +152,30 @@ def test_folded_network_gives_the_same_logits_and_leaves_the_original(
     after = network.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize('arch,size,channels,small_input', FAMILIES)
+def test_the_served_network_is_folded_channels_last_with_the_same_logits(
+        arch, size, channels, small_input):
+    network = build_multi_exit(_config(arch, size, channels, small_input)).eval()
+    _random_norm_statistics(network)
+    served, folded = serving_network(network)
+    assert folded > 0
+    convs = [m for m in served.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last)
+                         for m in convs)
+    assert not any(m.weight.is_contiguous(memory_format=torch.channels_last)
+                   and not m.weight.is_contiguous()
+                   for m in network.modules() if isinstance(m, torch.nn.Conv2d)), \
+        'the trained network was changed'
+    x = torch.randn(3, channels, size, size)  # a plain (NCHW) batch, as frames come
+    with torch.inference_mode():
+        state = served.begin(x)
+        for index in range(served.num_exits):
+            logits = served.step(state)
+            torch.testing.assert_close(logits, network(x)[index], rtol=1e-4, atol=1e-4)
+        features = served.stages[0](x)
+        assert features.is_contiguous(memory_format=torch.channels_last)
 
 
 class _ConvNorm(torch.nn.Module):

@@ -1,20 +1,23 @@
 """
-Fold each batch norm into the convolution before it, for serving.
+The network as served: batch norms folded into their convolutions, weights channels-last.
 
 In eval mode a batch norm is a fixed per-channel scale and shift, so it can live in the
 convolution's weights and bias: one operator and one module call less per pair, the same
 logits up to float rounding. Training needs the unfolded network; only serving folds.
+Channels-last weights make torch's CPU convolutions keep their features channels-last, which
+ran batches and deep exits 13-22 % faster here (docs/engine.md).
 """
 
 import copy
 from typing import Tuple
 
+import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .network import MultiExitNetwork
 
-__all__ = ['fold_batch_norms']
+__all__ = ['fold_batch_norms', 'serving_network']
 
 
 def fold_batch_norms(network: MultiExitNetwork) -> Tuple[MultiExitNetwork, int]:
@@ -33,6 +36,17 @@ def fold_batch_norms(network: MultiExitNetwork) -> Tuple[MultiExitNetwork, int]:
             modules[index], count = _fold_module(module)
             folded += count
     return served, folded
+
+
+def serving_network(network: MultiExitNetwork) -> Tuple[MultiExitNetwork, int]:
+    """
+    Return the copy of ``network`` to serve, and how many batch norms it folded.
+
+    Batch norms folded (``fold_batch_norms``), then 4-D weights channels-last. Inputs need no
+    change: a frame's tensor is in any layout, and the features follow the weights.
+    """
+    served, folded = fold_batch_norms(network)
+    return served.to(memory_format=torch.channels_last), folded
 
 
 def _fold_module(module: nn.Module) -> Tuple[nn.Module, int]:

@@ -20,7 +20,7 @@ from . import fashion_mnist
 from .calibration import (calibrated_confidence, fit_temperature, reliability_bins,
                           threshold_curve)
 from .checkpoint import CheckpointError, default_model_path, load_checkpoint
-from .folding import fold_batch_norms
+from .folding import serving_network
 from .metrics import exit_accuracy, exit_flops, exit_logits, normalize_images, stage_flops
 from .network import MultiExitNetwork
 from .training import split_train_validation
@@ -208,7 +208,7 @@ def profile_model(model_path: Union[str, Path, None] = None, *,
     test_logits = exit_logits(network, test_inputs)
     accuracy = exit_accuracy(test_logits, torch.from_numpy(test_labels))
 
-    served, _ = fold_batch_norms(network)  # timed as served
+    served, _ = serving_network(network)  # timed as served
     timings = {t: _time_latencies(served, test_inputs[:256], t, runs) for t in thread_counts}
     torch.set_num_threads(saved_threads)
     flops, per_stage = exit_flops(network, spec), stage_flops(network, spec)

@@ -20,7 +20,7 @@ import torch
 from .cost import CostModel
 from .energy import EnergyMeter, PowerModel
 from .executor import ConditionalExecutor
-from ..engine import fold_batch_norms, load_checkpoint, LoadedModel, resolve_model_path
+from ..engine import load_checkpoint, LoadedModel, resolve_model_path, serving_network
 from ..engine.profiling import default_profile_path, load_profile, ModelProfile, ProfileError
 from ..imaging import ModelInputTransform
 
@@ -73,7 +73,7 @@ class ServedModel:
             raise ValueError(f'model name must be a non-empty string without spaces around '
                              f'it, got {name!r}')
         check_profile(model, profile)
-        network, folded_norms = fold_batch_norms(model.network)
+        network, folded_norms = serving_network(model.network)
         model = replace(model, network=network)
         self.name = name
         self.model = model
