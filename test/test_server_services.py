@@ -180,5 +180,8 @@ def test_status_reports_come_one_at_a_time_and_follow_the_tenants(served):
             ours = [a for a in arrays if any(s.name.startswith('delen_server') for s in a.status)]
         # One report at a time, between frames: never every tenant's at once.
         assert ours and all(len(a.status) == 1 for a in ours), [len(a.status) for a in ours]
+        server = [{kv.key: kv.value for kv in s.values}
+                  for a in ours for s in a.status if s.name == 'delen_server']
+        assert server and server[-1]['idle_task_errors'] == '0', 'reports failed on the worker'
     finally:
         assert probe.call(clients['remove_tenant'], RemoveTenant.Request(name='watched')).success

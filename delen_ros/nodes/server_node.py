@@ -803,6 +803,7 @@ class ServingCore:
             'pending_frames': self._server.pending(), 'tenants': ', '.join(self._tenants),
             **self._server_services.diagnostic_values(),
             'frames_failed': server.frames_failed, 'last_error': server.last_error,
+            'idle_task_errors': server.idle_task_errors,
             'preemptions': server.preemptions, 'batches': server.batches,
             'batched_frames': server.batched_frames,
             'delivery_ms': f'{server.delivery_ms:.2f}',
