@@ -203,7 +203,8 @@ def main(argv=None):
     node = rclpy.create_node('bench_stream')
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    threading.Thread(target=spin, args=(executor,), daemon=True).start()
+    spinner = threading.Thread(target=spin, args=(executor,), daemon=True)
+    spinner.start()
     streams = Streams(node, tenants, frames, labels)
     folder = Path(tempfile.mkdtemp(prefix='bench_stream_'))
     params = folder / 'server.yaml'
@@ -243,6 +244,11 @@ def main(argv=None):
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
         log.close()
+        # Stop the spinning thread before exit: a daemon thread still inside rcl when the
+        # interpreter finalizes aborts the process ('terminate called without an active
+        # exception').
+        executor.shutdown(timeout_sec=5.0)
+        spinner.join(timeout=5.0)
         rclpy.try_shutdown()
     return 0
 
