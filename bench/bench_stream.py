@@ -98,15 +98,20 @@ class Streams:
     def _status_callback(self, msg):
         self.status[msg.tenant] = msg
 
-    def _answer_callback(self, msg):
+    def _answer_callback(self, msg, info):
         now = time.time()
+        # Fast DDS's receive timestamp (system clock, as the stamps): before this process's
+        # executor and callback run.
+        arrived = info.get('received_timestamp', 0) / 1e9 or now
+        written = info.get('source_timestamp', 0) / 1e9 or arrived  # the server's write
         if not msg.is_final:
             return
         key = (msg.tenant, msg.header.frame_id)
         with self.lock:
             sent = self.sent.get(key)
             if sent is not None:
-                self.answers.append((msg.tenant, sent[0], now, msg, sent[1], sent[2]))
+                self.answers.append((msg.tenant, sent[0], now, msg, sent[1], sent[2],
+                                     arrived, written))
 
     def stream(self, seconds, phase):
         """Publish every tenant's frames on schedule for ``seconds``."""
@@ -137,6 +142,14 @@ class Streams:
             due[number] += periods[number]
 
 
+def late_split(answer):
+    """Split one answer's stamp-to-receipt time (ms): e2e, queue, compute, answer, trip, here."""
+    _, stamp, received, msg, _, _, arrived, written = answer
+    e2e, arrival, write = ((t - stamp) * 1e3 for t in (received, arrived, written))
+    return (e2e, msg.queue_ms, msg.compute_ms, write - msg.queue_ms - msg.compute_ms,
+            arrival - write, e2e - arrival)
+
+
 def report(streams, counts_by_phase, phases):
     print('| tenant | phase | sent | answered % | in deadline % | p50 ms | p99 ms | '
           'compute p50 | queue p50 | delivery | accuracy % | mean exit |')
@@ -161,6 +174,23 @@ def report(streams, counts_by_phase, phases):
                   f'{percentile([a[3].delivery_ms for a in answers], 50):.2f} | '
                   f'{100 * statistics.mean(accuracy) if accuracy else float("nan"):.1f} | '
                   f'{statistics.mean(a[3].exit_index for a in answers) if answers else 0:.2f} |')
+    print('\nLate answers (past the deadline at receipt), means in ms that add up to e2e: '
+          'queue (stamp to the worker starting), compute (the stages run), answer (compute '
+          "end to the result's write: its source timestamp), trip (write to arrival here), "
+          "here (arrival to this process's callback)\n")
+    print('| tenant | phase | late | arrived late | e2e | queue | compute | answer | trip '
+          '| here |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    for number, (rate, deadline) in enumerate(streams.tenants):
+        name = f't{number}'
+        for phase in phases:
+            late = [late_split(a) for a in streams.answers
+                    if a[0] == name and a[4] == phase and (a[2] - a[1]) * 1e3 > deadline]
+            if late:
+                means = ' | '.join(f'{statistics.mean(parts):.2f}' for parts in zip(*late))
+                arrived_late = sum(e2e - here > deadline for e2e, *_, here in late)
+                print(f'| {name} {rate:g} Hz/{deadline:g} ms | {phase} | {len(late)} | '
+                      f'{arrived_late} | {means} |')
     for name, status in sorted(streams.status.items()):
         print(f'{name} server counts: received {status.frames_received}, served '
               f'{status.frames_served}, dropped {status.frames_dropped} (queue '
