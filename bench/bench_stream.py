@@ -6,7 +6,9 @@ One process publishes every tenant's stream (stamps taken just before publishing
 QoS offered) and receives the answers; the server runs as its own process. Phases: calm,
 then contention (one busy-looping process per core), then calm again. Per tenant and phase
 it prints answered %, within-deadline % (stamp to receipt), p50/p99 latency, the server's
-reported compute/queue/delivery, accuracy and mean exit. The serving path's overhead
+reported compute/queue/delivery, accuracy and mean exit. Late answers are split into queue,
+compute, answer (to the result's write), trip and this process's own delay, with the
+middleware's source and receive timestamps of each result. The serving path's overhead
 (stamp-to-receipt minus compute) is printed for the first phase.
 
     source tools/env.sh
