@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """
-How long the server's executor holds the GIL for its status reports: spread, or all at once.
+How long the server's status reports hold the GIL: one at a time, or all at once.
 
-The serving worker needs the GIL between torch operators, so the longest status callback is how
-long a frame can wait behind the reports. Runs the installed ``ServerNode`` in this process
-with ``--tenants`` tenants (no frames: every report still has all its fields) and makes its
-reports directly: one at a time, spread over ``--period`` s as the worker's idle moments make
-them, and every report back to back once a period, as the executor's single pass did before.
+A report made on another thread than the serving worker takes the GIL from a frame, so the
+longest report call is how long a frame could wait behind it. Runs the installed
+``ServerNode`` in this process with ``--tenants`` tenants (no frames: every report still has
+all its fields) and makes its reports directly: one at a time, spread over ``--period`` s as
+the worker's idle moments make them, and every report back to back once a period, as the
+executor's single pass did before.
 
     python bench/bench_status_pass.py --tenants 1 8 13 --periods 10
 """
@@ -30,7 +31,7 @@ def measure(tenants: int, periods: int, period_s: float) -> dict:
     node = ServerNode(context=context, parameter_overrides=overrides)
     node.core.runtime.set_idle_task(None)  # this bench makes the reports itself
     ticks = tenants + 1
-    spread, at_once = [], []
+    one_at_a_time, at_once = [], []
 
     def callback():
         with node.core._report_lock:
@@ -44,7 +45,7 @@ def measure(tenants: int, periods: int, period_s: float) -> dict:
                 time.sleep(period_s / ticks)
                 start = time.perf_counter()
                 callback()
-                spread.append((time.perf_counter() - start) * 1e3)
+                one_at_a_time.append((time.perf_counter() - start) * 1e3)
             time.sleep(period_s)
             start = time.perf_counter()
             for _ in range(ticks):
@@ -53,8 +54,8 @@ def measure(tenants: int, periods: int, period_s: float) -> dict:
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-    return {'tenants': tenants, 'ticks': ticks, 'tick_p50': statistics.median(spread),
-            'tick_max': max(spread), 'pass_p50': statistics.median(at_once),
+    return {'tenants': tenants, 'ticks': ticks, 'tick_p50': statistics.median(one_at_a_time),
+            'tick_max': max(one_at_a_time), 'pass_p50': statistics.median(at_once),
             'pass_max': max(at_once)}
 
 
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument('--periods', type=int, default=10)
     parser.add_argument('--period', type=float, default=1.0, help='status period (s)')
     args = parser.parse_args()
-    print('| tenants | reports a period | spread: p50 ms | spread: longest ms '
+    print('| tenants | reports a period | one at a time: p50 ms | one at a time: longest ms '
           '| all at once: p50 ms | all at once: longest ms |')
     print('|---|---|---|---|---|---|')
     for tenants in args.tenants:
