@@ -8,7 +8,9 @@ then contention (one busy-looping process per core), then calm again. Per tenant
 it prints answered %, within-deadline % (stamp to receipt), p50/p99 latency, the server's
 reported compute/queue/delivery, accuracy and mean exit. Late answers are split into queue,
 compute, answer (to the result's write), trip and this process's own delay, with the
-middleware's source and receive timestamps of each result. The serving path's overhead
+middleware's source and receive timestamps of each result. The frames not answered in time are
+counted per second of each phase, so a burst (the onset of contention, a stall) shows apart
+from a steady rate. The serving path's overhead
 (stamp-to-receipt minus compute) is printed for the first phase.
 
     source tools/env.sh
@@ -152,6 +154,24 @@ def late_split(answer):
             arrival - write, e2e - arrival)
 
 
+def missed_by_second(streams, phase):
+    """Per second of a phase (by stamp): frames sent, and those not answered in time."""
+    deadline_of = {f't{number}': deadline for number, (_, deadline) in enumerate(streams.tenants)}
+    answered = {(a[0], a[3].header.frame_id): (a[2] - a[1]) * 1e3 for a in streams.answers
+                if a[4] == phase}
+    sent = [(key, stamp) for key, (stamp, sent_phase, _) in streams.sent.items()
+            if sent_phase == phase]
+    if not sent:
+        return []
+    start = min(stamp for _, stamp in sent)
+    seconds = [[0, 0] for _ in range(int(max(stamp for _, stamp in sent) - start) + 1)]
+    for key, stamp in sent:
+        counts = seconds[int(stamp - start)]
+        counts[0] += 1
+        counts[1] += answered.get(key, float('inf')) > deadline_of[key[0]]
+    return seconds
+
+
 def report(streams, counts_by_phase, phases):
     print('| tenant | phase | sent | answered % | in deadline % | p50 ms | p99 ms | '
           'compute p50 | queue p50 | delivery | accuracy % | mean exit |')
@@ -193,6 +213,12 @@ def report(streams, counts_by_phase, phases):
                 arrived_late = sum(e2e - here > deadline for e2e, *_, here in late)
                 print(f'| {name} {rate:g} Hz/{deadline:g} ms | {phase} | {len(late)} | '
                       f'{arrived_late} | {means} |')
+    print('\nFrames not answered in time (late or never), per second of each phase, all '
+          'tenants: missed/sent\n')
+    for phase in phases:
+        seconds = missed_by_second(streams, phase)
+        print(f'- {phase}: ' + ' '.join(f'{missed}/{sent}' for sent, missed in seconds))
+    print()
     for name, status in sorted(streams.status.items()):
         print(f'{name} server counts: received {status.frames_received}, served '
               f'{status.frames_served}, dropped {status.frames_dropped} (queue '
