@@ -10,8 +10,8 @@ reported compute/queue/delivery, accuracy and mean exit. Late answers are split 
 compute, answer (to the result's write), trip and this process's own delay, with the
 middleware's source and receive timestamps of each result. The frames not answered in time are
 counted per second of each phase, so a burst (the onset of contention, a stall) shows apart
-from a steady rate. The serving path's overhead
-(stamp-to-receipt minus compute) is printed for the first phase.
+from a steady rate. The serving path's overhead (stamp-to-receipt minus compute) is printed
+for the first phase.
 
     source tools/env.sh
     python bench/bench_stream.py --tenants 50:10 --seconds 5
