@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import NamedTuple
 
 from ament_index_python.packages import get_package_prefix
 from delen_ros.engine import fashion_mnist
@@ -42,6 +43,23 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 BUSY = 'while True: pass'
+
+
+class Answer(NamedTuple):
+    """One final answer; times in s on the system clock (the stamps' clock)."""
+
+    tenant: str
+    stamp: float  # the frame's stamp, taken just before publishing
+    received: float  # in this process's callback
+    msg: InferenceResult
+    phase: str
+    label: int
+    arrived: float  # the middleware's receive timestamp here
+    written: float  # the server's write (the result's source timestamp)
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.received - self.stamp) * 1e3
 
 
 def percentile(values, q):
@@ -104,18 +122,19 @@ class Streams:
 
     def _answer_callback(self, msg, info):
         now = time.time()
+        if not msg.is_final:
+            return
         # Fast DDS's receive timestamp (system clock, as the stamps): before this process's
         # executor and callback run.
         arrived = info.get('received_timestamp', 0) / 1e9 or now
-        written = info.get('source_timestamp', 0) / 1e9 or arrived  # the server's write
-        if not msg.is_final:
-            return
+        written = info.get('source_timestamp', 0) / 1e9 or arrived
         key = (msg.tenant, msg.header.frame_id)
         with self.lock:
             sent = self.sent.get(key)
             if sent is not None:
-                self.answers.append((msg.tenant, sent[0], now, msg, sent[1], sent[2],
-                                     arrived, written))
+                stamp, phase, label = sent
+                self.answers.append(Answer(msg.tenant, stamp, now, msg, phase, label, arrived,
+                                           written))
 
     def stream(self, seconds, phase):
         """Publish every tenant's frames on schedule for ``seconds``."""
@@ -148,8 +167,9 @@ class Streams:
 
 def late_split(answer):
     """Split one answer's stamp-to-receipt time (ms): e2e, queue, compute, answer, trip, here."""
-    _, stamp, received, msg, _, _, arrived, written = answer
-    e2e, arrival, write = ((t - stamp) * 1e3 for t in (received, arrived, written))
+    msg = answer.msg
+    e2e, arrival, write = ((t - answer.stamp) * 1e3
+                           for t in (answer.received, answer.arrived, answer.written))
     return (e2e, msg.queue_ms, msg.compute_ms, write - msg.queue_ms - msg.compute_ms,
             arrival - write, e2e - arrival)
 
@@ -157,8 +177,8 @@ def late_split(answer):
 def missed_by_second(streams, phase):
     """Per second of a phase (by stamp): frames sent, and those not answered in time."""
     deadline_of = {f't{number}': deadline for number, (_, deadline) in enumerate(streams.tenants)}
-    answered = {(a[0], a[3].header.frame_id): (a[2] - a[1]) * 1e3 for a in streams.answers
-                if a[4] == phase}
+    answered = {(a.tenant, a.msg.header.frame_id): a.latency_ms for a in streams.answers
+                if a.phase == phase}
     sent = [(key, stamp) for key, (stamp, sent_phase, _) in streams.sent.items()
             if sent_phase == phase]
     if not sent:
@@ -180,22 +200,22 @@ def report(streams, counts_by_phase, phases):
     for number, (rate, deadline) in enumerate(streams.tenants):
         name = f't{number}'
         for phase in phases:
-            answers = [a for a in streams.answers if a[0] == name and a[4] == phase]
+            answers = [a for a in streams.answers if a.tenant == name and a.phase == phase]
             sent = counts_by_phase[phase][number]
-            latency = [(a[2] - a[1]) * 1e3 for a in answers]
+            latency = [a.latency_ms for a in answers]
             within = sum(value <= deadline for value in latency)
-            compute = [a[3].compute_ms for a in answers]
+            compute = [a.msg.compute_ms for a in answers]
             if phase == phases[0]:
-                overhead += [lat - a[3].compute_ms for lat, a in zip(latency, answers)]
-            accuracy = [a[3].class_id == a[5] for a in answers]
+                overhead += [a.latency_ms - a.msg.compute_ms for a in answers]
+            accuracy = [a.msg.class_id == a.label for a in answers]
             print(f'| {name} {rate:g} Hz/{deadline:g} ms | {phase} | {sent} | '
                   f'{100 * len(answers) / max(sent, 1):.1f} | {100 * within / max(sent, 1):.1f} '
                   f'| {percentile(latency, 50):.2f} | {percentile(latency, 99):.2f} | '
                   f'{percentile(compute, 50):.2f} | '
-                  f'{percentile([a[3].queue_ms for a in answers], 50):.2f} | '
-                  f'{percentile([a[3].delivery_ms for a in answers], 50):.2f} | '
+                  f'{percentile([a.msg.queue_ms for a in answers], 50):.2f} | '
+                  f'{percentile([a.msg.delivery_ms for a in answers], 50):.2f} | '
                   f'{100 * statistics.mean(accuracy) if accuracy else float("nan"):.1f} | '
-                  f'{statistics.mean(a[3].exit_index for a in answers) if answers else 0:.2f} |')
+                  f'{statistics.mean(a.msg.exit_index for a in answers) if answers else 0:.2f} |')
     print('\nLate answers (past the deadline at receipt), means in ms that add up to e2e: '
           'queue (stamp to the worker starting), compute (the stages run), answer (compute '
           "end to the result's write: its source timestamp), trip (write to arrival here), "
@@ -207,7 +227,7 @@ def report(streams, counts_by_phase, phases):
         name = f't{number}'
         for phase in phases:
             late = [late_split(a) for a in streams.answers
-                    if a[0] == name and a[4] == phase and (a[2] - a[1]) * 1e3 > deadline]
+                    if a.tenant == name and a.phase == phase and a.latency_ms > deadline]
             if late:
                 means = ' | '.join(f'{statistics.mean(parts):.2f}' for parts in zip(*late))
                 arrived_late = sum(e2e - here > deadline for e2e, *_, here in late)
