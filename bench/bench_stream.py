@@ -75,7 +75,7 @@ def server_params(path, tenants, args):
     lines = ['delen_server:', '  ros__parameters:',
              f'    tenants: [{", ".join(f"t{i}" for i in range(len(tenants)))}]',
              f'    threads: {args.threads}', f'    max_batch: {args.max_batch}',
-             f"    cpu_priority: '{args.cpu_priority}'"]
+             f'    workers: {args.workers}', f"    cpu_priority: '{args.cpu_priority}'"]
     for number, (_, deadline) in enumerate(tenants):
         name = f't{number}'
         lines += [f'    {name}.input_topic: /bench/{name}/image',
@@ -246,7 +246,7 @@ def report(streams, counts_by_phase, phases):
               f'{status.frames_rejected}, failed {status.frames_failed}')
     values = streams.server_values
     keys = ('delivery_ms', 'intake_wait_ms_p50', 'worker_waits', 'worker_wakeups',
-            'frames_taken_by_worker', 'preemptions', 'batches', 'batched_frames',
+            'frames_taken_by_worker', 'workers', 'helper_jobs', 'preemptions', 'batches', 'batched_frames',
             'frames_failed', 'cpu_priority', 'gc_idle_passes', 'gc_overdue_passes',
             'gc_longest_pass_ms', 'worker_busy_s', 'worker_on_cpu_pct', 'worker_runnable_pct',
             'worker_asleep_pct', 'worker_asleep_ms_p99', 'worker_frame_overhead_ms',
@@ -271,6 +271,7 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--max-batch', type=int, default=8)
     parser.add_argument('--cpu-priority', default='none')
+    parser.add_argument('--workers', type=int, default=1, help='serving threads')
     parser.add_argument('--executor', default='single', choices=('single', 'multi'))
     parser.add_argument('--phases', nargs='+', default=['calm', 'contention', 'calm_again'])
     args = parser.parse_args(argv)
@@ -301,7 +302,8 @@ def main(argv=None):
             raise SystemExit(f'no answer from the server; log: {folder / "server.log"}')
         streams.stream(2.0, 'warmup')
         print(f'# {len(tenants)} tenant(s) {args.tenants}, {args.seconds:g} s per phase, '
-              f'policy {args.policy}, max_batch {args.max_batch}, cpu_priority '
+              f'policy {args.policy}, max_batch {args.max_batch}, workers {args.workers}, '
+              f'cpu_priority '
               f'{args.cpu_priority}, {args.executor} executor, {os.cpu_count()} CPUs, load before '
               f'{os.getloadavg()[0]:.2f}, {time.strftime("%Y-%m-%d %H:%M")}\n')
         counts = {}

@@ -198,7 +198,7 @@ def test_the_idle_task_runs_on_the_worker_only_while_no_frame_waits(make_server,
     answers = _finals(server, 2)
     assert len(answers) == 2, 'serving stopped after the idle task failed'
     assert len(calls) >= 6
-    assert {ident for ident, _ in calls} == {server._worker_id}
+    assert {ident for ident, _ in calls} == {server._worker.ident}
     assert all(waiting == 0 for _, waiting in calls), calls
     assert server.idle_task_errors == 1
     assert ('error', 'idle task failed: ValueError: report broke') in events
@@ -319,6 +319,49 @@ def test_cpu_priority_is_parsed_and_applied_or_explained():
 def test_a_bad_cpu_priority_is_refused(model, profile):
     with pytest.raises(ValueError, match='cpu_priority'):
         InferenceServer(model, profile, cpu_priority='nice:-99')
+
+
+def test_a_second_worker_serves_the_frames_one_cannot_answer_in_time(make_server, images):
+    delivered_by = set()
+    events = []
+    server = make_server(workers=2, max_batch=1,
+                         on_result=lambda result: delivered_by.add(threading.get_ident()),
+                         on_event=lambda kind, text: events.append((kind, text)))
+    # 25 ms for eight full networks: one worker cannot answer them all in time (EDF's test).
+    for tenant in ('a', 'b', 'c', 'd'):
+        server.add_tenant(tenant, goal=Goal.latency(25.0), policy='static:exit_index=3',
+                          on_infeasible='serve_first_exit')
+    server.add_tenant('bad', goal=Goal.latency(25.0), policy='test_faulty_plan')
+    for number in range(8):
+        server.submit('abcd'[number % 4], images[number], frame_id=str(number))
+    server.submit('bad', images[8])
+    server.start()
+    workers = [server._worker] + server._helpers
+    answers = _finals(server, 8)
+    assert sorted(int(a.frame_id) for a in answers) == list(range(8))
+    assert server.helper_jobs >= 1
+    assert delivered_by == {thread.ident for thread in workers}
+    assert server.stats('bad').failed == 1 and server.frames_failed == 1
+    assert [kind for kind, _ in events].count('error') == 1
+    assert server.serving
+    server.stop(timeout=30)
+    assert not any(thread.is_alive() for thread in workers) and not server.serving
+
+
+def test_a_second_worker_stays_idle_while_one_answers_in_time(make_server, images):
+    server = make_server(workers=2)
+    server.add_tenant('camera', goal=Goal.latency(1000.0), queue_size=4)
+    for number in range(4):
+        server.submit('camera', images[number], frame_id=str(number))
+    server.start()
+    assert len(_finals(server, 4)) == 4
+    assert server.helper_jobs == 0
+
+
+@pytest.mark.parametrize('workers', [0, 17, True, 1.5])
+def test_a_bad_worker_count_is_refused(model, profile, workers):
+    with pytest.raises(ValueError, match='workers'):
+        InferenceServer(model, profile, workers=workers)
 
 
 def test_frames_waiting_cap_the_plan_of_the_frame_before_them(make_server, images):

@@ -76,8 +76,12 @@ SERVER_PARAMETERS = (
     ParameterSpec('max_batch', 'integer', 8,
                   'most frames of different tenants, already waiting, run as one batch when '
                   'every deadline in it is met; 1: no batching', 1, 64, 1, read_only=True),
+    ParameterSpec('workers', 'integer', 1,
+                  'serving threads: the first takes the frames; more serve waiting frames '
+                  'while it computes (more of the CPU for several tenants under contention)',
+                  1, 16, 1, read_only=True),
     ParameterSpec('cpu_priority', 'string', 'none',
-                  'priority of the serving thread: none, nice:<-20..19> or '
+                  'priority of the serving threads: none, nice:<-20..19> or '
                   'realtime:<1..99> (SCHED_FIFO; needs CAP_SYS_NICE or an rtprio limit)',
                   read_only=True),
     ParameterSpec('fallback_latency_ms', 'double', 100.0,

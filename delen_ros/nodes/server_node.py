@@ -155,7 +155,7 @@ class ServingCore:
             platform=value('platform') or None, threads=value('threads'),
             clock=time.monotonic, on_result=self._result_callback,
             max_batch=value('max_batch'), cpu_priority=value('cpu_priority'),
-            on_event=self._runtime_event_callback)
+            workers=value('workers'), on_event=self._runtime_event_callback)
         self._intake = ImageIntake(self.node)
         self._server.attach_source(self._intake)
         self._budgets = BudgetAdjustments(self.node, self._server,
@@ -804,6 +804,7 @@ class ServingCore:
             **self._server_services.diagnostic_values(),
             'frames_failed': server.frames_failed, 'last_error': server.last_error,
             'idle_task_errors': server.idle_task_errors,
+            'workers': server.workers, 'helper_jobs': server.helper_jobs,
             'preemptions': server.preemptions, 'batches': server.batches,
             'batched_frames': server.batched_frames,
             'delivery_ms': f'{server.delivery_ms:.2f}',
@@ -822,7 +823,7 @@ class ServingCore:
         level, message = DiagnosticStatus.OK, f'serving {len(self._tenants)} tenants'
         if not server.serving:
             level = DiagnosticStatus.ERROR
-            message = f'serving stopped: {server.fatal_error or "the worker is not running"}'
+            message = f'serving stopped: {server.fatal_error or "a worker is not running"}'
         return DiagnosticStatus(
             level=level, name='delen_server',
             hardware_id=self.node.get_fully_qualified_name(), message=message,

@@ -1,9 +1,10 @@
 """Stage-by-stage execution of one request, stopping where the policy says (Dělen, Sec. 3)."""
 
+import contextlib
 from dataclasses import dataclass
 import math
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -345,8 +346,14 @@ class Job:
         """Return the wall time since the job started, ms."""
         return (time.perf_counter() - self.start) * 1e3
 
-    def step(self) -> List[Row]:
-        """Run the next stage for every active row; return the rows that finished here."""
+    def step(self, *, unlocked: Callable[[], ContextManager] = contextlib.nullcontext
+             ) -> List[Row]:
+        """
+        Run the next stage for every active row; return the rows that finished here.
+
+        The stage and its heads compute inside ``unlocked()`` (the server lets its other
+        workers go on meanwhile); the rows and the cost model change outside it.
+        """
         executor = self.executor
         index = self.state.next_exit
         num_exits = executor.num_exits
@@ -356,26 +363,27 @@ class Job:
             return []
         self.threads_changed |= apply_threads(self.threads)
         meter = executor.meter
-        before_energy = meter.read() if meter.measured else meter.cpu_clock(self.threads)()
-        before = time.perf_counter()
         heads = [row for row in active if last or self._wants_head(row, index)]
+        rows_at = [active.index(row) for row in heads]
         logits = None
-        with torch.inference_mode():  # nothing changes unless the stage and heads succeed
-            features = executor.network.stages[index](self.state.features)
-            if heads:
-                rows_at = [active.index(row) for row in heads]
-                picked = features if len(rows_at) == len(active) else features[rows_at]
-                logits = executor.network.heads[index](picked)
+        with unlocked():
+            before_energy = meter.read() if meter.measured else meter.cpu_clock(self.threads)()
+            before = time.perf_counter()
+            with torch.inference_mode():  # nothing changes unless the stage and heads succeed
+                features = executor.network.stages[index](self.state.features)
+                if heads:
+                    picked = features if len(rows_at) == len(active) else features[rows_at]
+                    logits = executor.network.heads[index](picked)
+            after = time.perf_counter()
+            if meter.measured:
+                stage_mj = meter.energy_mj(before_energy, meter.read(), threads=self.threads)
+            else:
+                stage_mj = meter.cpu_watts(self.threads) * 1e3 * (
+                    meter.cpu_clock(self.threads)() - before_energy)
         self.state.features = features
         self.state.next_exit = index + 1
-        after = time.perf_counter()
         elapsed = (after - before) * 1e3
         self.stage_ms.append(elapsed)
-        if meter.measured:
-            stage_mj = meter.energy_mj(before_energy, meter.read(), threads=self.threads)
-        else:
-            stage_mj = meter.cpu_watts(self.threads) * 1e3 * (
-                meter.cpu_clock(self.threads)() - before_energy)
         share = stage_mj / len(active)
         for row in active:
             row.energy_mj += share

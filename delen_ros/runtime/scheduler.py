@@ -9,9 +9,10 @@ spent queueing eats into the budget.
 
 import bisect
 from dataclasses import dataclass, field
+import heapq
 import itertools
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 __all__ = ['EdfScheduler', 'Request', 'ShareLedger']
 
@@ -154,6 +155,12 @@ class EdfScheduler:
         """Return the earliest-due request of each tenant with requests queued."""
         with self._condition:
             return [queue[0] for queue in self._queues.values() if queue]
+
+    def waiting(self, limit: int) -> Iterator[Request]:
+        """Iterate over the ``limit`` earliest-due queued requests (as queued when called)."""
+        with self._condition:
+            queues = [queue[:limit] for queue in self._queues.values() if queue]
+        return itertools.islice(heapq.merge(*queues, key=_key), limit)
 
     def contains(self, request: Request) -> bool:
         """Return True while ``request`` is queued."""

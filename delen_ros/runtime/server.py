@@ -4,16 +4,19 @@ Multi-tenant Dělen serving of a family of multi-exit (and traditional) models, 
 Tenants share the models (runtime/models.py); a policy picks model x exit x threads per frame,
 or a tenant pins one model. Frames are submitted from any thread (or taken by the
 worker itself from a FrameSource, with no hand-over), queued per tenant (newest N kept), and
-served by one inference worker that runs the network stage by stage: earliest deadline first
-at every stage boundary (a deeper request is put aside for an urgent one and resumed from its
-features), with a floor per tenant under overload, and frames of different tenants waiting at
-once run as one batch when every deadline in it is still met. Answers go out through callbacks
-and a results queue. ROS nodes are a thin layer over this class.
+served by an inference worker (or several) that runs the network stage by stage: earliest
+deadline first at every stage boundary (a deeper request is put aside for an urgent one and
+resumed from its features), with a floor per tenant under overload, and frames of different
+tenants waiting at once run as one batch when every deadline in it is still met. Answers go
+out through callbacks and a results queue. ROS nodes are a thin layer over this class.
 """
 
 import collections
+import contextlib
 from dataclasses import dataclass, field, replace
 import functools
+import heapq
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -47,6 +50,7 @@ _LOG = logging.getLogger(__name__)
 _INF = math.inf
 _BEHIND_WINDOW_S = 1.0  # fell behind this recently: plans keep up with arrivals
 _IDLE_WAIT_S = 0.1  # longest wait for frames before the loop looks at its state again
+_HELPER_LOOKAHEAD = 32  # jobs and frames, earliest due first, a second worker's test weighs
 INFEASIBLE_ACTIONS = ('drop', 'serve_first_exit')
 _ENCODINGS = {(2, 'uint8'): 'mono8', (3, 'uint8'): 'rgb8', (2, 'uint16'): 'mono16',
               (3, 'uint16'): 'rgb16'}
@@ -236,8 +240,13 @@ class InferenceServer:
     ``clock`` gives the time base of source stamps (seconds; ``time.time`` like ROS stamps).
     ``max_batch``: most frames (of different tenants, already waiting) run as one batch; 1
     turns batching off. ``cpu_priority``: 'none', 'nice:<n>' or 'realtime:<priority>' for the
-    worker thread (runtime/priority.py). ``on_event(kind, text)``: told about errors in the
-    serving loop ('error') and how the priority was applied ('priority').
+    worker threads (runtime/priority.py). ``on_event(kind, text)``: told about errors in the
+    serving loop ('error') and how the priority was applied ('priority'). ``workers``: serving
+    threads. The first takes frames from the source and runs the idle task; each runs one job
+    at a time, and they share the queues, EDF and the cost model under one lock that is let go
+    while a stage computes (torch lets go of the GIL inside its operators). A second worker
+    serves a waiting frame while the first computes: more of the CPU under contention, where
+    one thread gets a fair share only (docs/serving_path.md).
     ``model`` is the first model of the family; ``add_model`` adds others (ALERT's choice of
     model x exit x threads); ``model_name`` names the first (default: its file's stem).
     """
@@ -248,7 +257,7 @@ class InferenceServer:
                  transform: Optional[Callable[[np.ndarray, str], torch.Tensor]] = None,
                  on_result: Optional[ResultCallback] = None, results_size: int = 1000,
                  stats_window: int = 1000, cost_sigma: float = 2.0, max_batch: int = 8,
-                 cpu_priority: str = 'none',
+                 cpu_priority: str = 'none', workers: int = 1,
                  on_event: Optional[Callable[[str, str], None]] = None,
                  model_name: Optional[str] = None, load_s: float = 0.0) -> None:
         if isinstance(threads, bool) or int(threads) != threads or threads < 1:
@@ -257,6 +266,8 @@ class InferenceServer:
             raise ValueError(f'results_size must be positive, got {results_size!r}')
         if isinstance(max_batch, bool) or int(max_batch) != max_batch or max_batch < 1:
             raise ValueError(f'max_batch must be a positive integer, got {max_batch!r}')
+        if isinstance(workers, bool) or int(workers) != workers or not 1 <= workers <= 16:
+            raise ValueError(f'workers must be an integer in 1..16, got {workers!r}')
         parse_priority(cpu_priority)
         self.threads = int(threads)
         self.meter = meter if meter is not None else detect_meter(platform=platform)
@@ -285,8 +296,15 @@ class InferenceServer:
         self._results = collections.deque(maxlen=int(results_size))
         self._activity = threading.Condition()
         self._outstanding = 0
-        self._worker: Optional[threading.Thread] = None
-        self._worker_id: Optional[int] = None
+        self._worker: Optional[threading.Thread] = None  # the first worker: it takes frames
+        self._helpers: List[threading.Thread] = []
+        self._worker_ids: frozenset = frozenset()
+        # Held by a worker except while it waits or a stage computes (one stage at a time per
+        # worker; the queues, suspended jobs, EDF and the cost model change under it).
+        self._serving = threading.RLock()
+        self._work_posted = threading.Condition(self._serving)
+        self._running: List[Job] = []  # the jobs the workers run now
+        self._idle_helpers = 0  # workers besides the first waiting for work
         self._source: Optional[FrameSource] = None
         self._suspended: List[Job] = []
         self._shares = ShareLedger()
@@ -295,12 +313,13 @@ class InferenceServer:
         # The worker's time per answered frame outside the network (take, decode, plan, answer).
         self._frame_overhead_ms = _Average(1.0)
         self._overhead_acc_ms = 0.0
-        self._answered = 0
         self._last_overflow_s = -math.inf  # when any tenant's queue last pushed a frame out
         self._last_late_s = -math.inf  # when a frame's turn last came too late for its bound
         self._on_event = on_event
         self._fatal: Optional[str] = None
         self.max_batch = int(max_batch)
+        self.workers = int(workers)
+        self.helper_jobs = 0  # jobs run by workers other than the first
         self.cpu_priority = cpu_priority
         self.priority_report: Optional[str] = None
         self.collector = IdleCollector()
@@ -616,7 +635,7 @@ class InferenceServer:
             state.stats.dropped('queue')
         self._finished(len(dropped))
         source = self._source
-        if source is not None and threading.get_ident() != self._worker_id:
+        if source is not None and threading.get_ident() not in self._worker_ids:
             source.wake()
         return True
 
@@ -675,9 +694,10 @@ class InferenceServer:
 
     @property
     def serving(self) -> bool:
-        """Return True while the inference worker runs (False once it died or stopped)."""
+        """Return True while the inference workers run (False once one died or stopped)."""
         worker = self._worker
-        return worker is not None and worker.is_alive() and self._fatal is None
+        return worker is not None and worker.is_alive() and self._fatal is None and all(
+            helper.is_alive() for helper in self._helpers)
 
     @property
     def fatal_error(self) -> Optional[str]:
@@ -685,7 +705,7 @@ class InferenceServer:
         return self._fatal
 
     def start(self) -> 'InferenceServer':
-        """Start the inference worker (frames already queued are served first, EDF)."""
+        """Start the inference workers (frames already queued are served first, EDF)."""
         if self._worker is not None:
             raise RuntimeError('server already started')
         self._scheduler.reopen()
@@ -695,11 +715,16 @@ class InferenceServer:
             self._on_event('collector', f'froze {frozen} objects loaded before serving: full '
                                         'garbage collections skip them')
         self._worker = threading.Thread(target=self._work, name='delen-inference', daemon=True)
-        self._worker.start()
+        self._helpers = [threading.Thread(target=self._help, name=f'delen-inference-{number}',
+                                          daemon=True) for number in range(2, self.workers + 1)]
+        self._worker_ids = frozenset()
+        for thread in [self._worker] + self._helpers:
+            thread.start()
+        self._worker_ids = frozenset(thread.ident for thread in [self._worker] + self._helpers)
         return self
 
     def stop(self, *, timeout: Optional[float] = None) -> None:
-        """Stop serving: queued frames are dropped, the frame in flight finishes, worker joined."""
+        """Stop serving: queued frames are dropped, the jobs in flight finish, workers joined."""
         pending = self._scheduler.close()
         for request in pending:
             tenant = self._tenants.get(request.tenant)
@@ -708,11 +733,18 @@ class InferenceServer:
         self._finished(len(pending))
         if self._source is not None:
             self._source.wake()
+        with self._work_posted:
+            self._work_posted.notify_all()
         worker, self._worker = self._worker, None
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout)
-            if worker.is_alive():
-                raise RuntimeError(f'inference worker did not stop within {timeout} s')
+        workers = [thread for thread in [worker] + self._helpers
+                   if thread is not None and thread is not threading.current_thread()]
+        self._helpers = []
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in workers:
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
+            if thread.is_alive():
+                raise RuntimeError(f'inference worker {thread.name} did not stop within '
+                                   f'{timeout} s')
 
     def __enter__(self) -> 'InferenceServer':
         return self.start()
@@ -729,27 +761,77 @@ class InferenceServer:
     # -- the serving loop ------------------------------------------------------------------------
 
     def _work(self) -> None:
-        self._worker_id = threading.get_ident()
         self.priority_report = apply_priority(self.cpu_priority)
         if self.priority_report and self._on_event is not None:
             self._on_event('priority', self.priority_report)
         IdleCollector.hold()
         self.busy_time.bind()
         try:
-            while not self._scheduler.closed:
-                try:
-                    self._serve_once()
-                except Exception as error:  # noqa: B902 - the loop must outlive one bad turn
-                    self._loop_errors += 1
-                    self._report('serving loop failed', error)
+            self._loop(self._serve_once)
+        finally:
+            IdleCollector.release()
+            self.busy_time.unbind()
+
+    def _help(self) -> None:
+        """A worker besides the first: it runs jobs, and waits for them without the source."""
+        apply_priority(self.cpu_priority)
+        self._loop(self._help_once)
+
+    def _loop(self, turn: Callable[[], None]) -> None:
+        try:
+            with self._serving:
+                while not self._scheduler.closed:
+                    try:
+                        turn()
+                    except Exception as error:  # noqa: B902 - the loop must outlive one bad turn
+                        self._loop_errors += 1
+                        self._report('serving loop failed', error)
         except BaseException as error:  # noqa: B902 - record why serving stopped
             self._fatal = f'{type(error).__name__}: {error}'
             self._report('serving stopped', error)
             raise
         finally:
-            IdleCollector.release()
-            self.busy_time.unbind()
-            self._drop_suspended()
+            with self._serving:
+                self._drop_suspended()
+
+    @contextlib.contextmanager
+    def _unlocked(self):
+        """Let the other workers take the lock while this one waits or computes a stage."""
+        self._serving.release()
+        try:
+            yield
+        finally:
+            self._serving.acquire()
+
+    def _computing(self):
+        """Wake an idle worker for waiting work that needs one, then compute a stage unlocked."""
+        if self._idle_helpers and (self._suspended or self._scheduler.pending()) \
+                and self._needs_helper():
+            self._work_posted.notify()
+        return self._unlocked()
+
+    def _needs_helper(self) -> bool:
+        """
+        Return True when one worker cannot finish the work running and waiting by its deadlines.
+
+        Run beside another job, a job's stages and the other's share the cores and the GIL,
+        and both take longer: a second worker takes work only while one would fall behind.
+        The test is EDF's on one worker, at each job's worst-case time, over the earliest
+        ``_HELPER_LOOKAHEAD`` (a later frame that turns late makes the workers fall behind,
+        which the test heeds).
+        """
+        now = self._clock()
+        if self._falling_behind(now):
+            return True
+        jobs = sorted(self._running + self._suspended, key=lambda job: job.due_s)
+        done_s = now + self.delivery_ms * 1e-3
+        queued = heapq.merge(jobs, self._scheduler.waiting(_HELPER_LOOKAHEAD),
+                             key=lambda work: work.due_s)
+        for work in itertools.islice(queued, _HELPER_LOOKAHEAD):
+            done_s += self._work_ms(work) * 1e-3
+            if done_s > work.due_s:
+                return True
+        return False
 
     def _serve_once(self) -> None:
         turn = self.busy_time.mark()
@@ -757,22 +839,38 @@ class InferenceServer:
         if source is not None:
             source.poll()
         job = self._next_job()
-        # Garbage is collected while no frame waits, or at a job boundary when long overdue.
-        self.collector.collect(idle=job is None)
+        # Garbage is collected while no frame waits (and no other worker computes), or at a
+        # job boundary when long overdue.
+        self.collector.collect(idle=job is None and not self._running)
         if job is None:
             wait_s = self._run_idle_task()
             if wait_s <= 0.0:
                 return  # more idle work is due: it runs after a look for new frames
-            if source is not None:
-                source.wait(wait_s)
-            else:
-                self._scheduler.wait(wait_s)
+            with self._unlocked():
+                if source is not None:
+                    source.wait(wait_s)
+                else:
+                    self._scheduler.wait(wait_s)
             return
         steps = len(job.stage_ms)
-        answered = self._answered
-        self._run(job)
+        answered = self._run(job)
         wall_ms = self.busy_time.add(turn)
-        self._learn_overhead(wall_ms - sum(job.stage_ms[steps:]), self._answered - answered)
+        self._learn_overhead(wall_ms - sum(job.stage_ms[steps:]), answered)
+
+    def _help_once(self) -> None:
+        source = self._source
+        if source is not None:
+            source.poll()
+        job = self._next_job(only_if_needed=True)
+        if job is None:
+            self._idle_helpers += 1
+            try:
+                self._work_posted.wait(_IDLE_WAIT_S)
+            finally:
+                self._idle_helpers -= 1
+            return
+        self.helper_jobs += 1
+        self._run(job)
 
     def _run_idle_task(self) -> float:
         """Run the idle task once; return how long to wait for frames (s, at most 0.1)."""
@@ -803,27 +901,36 @@ class InferenceServer:
         """Return the worker's recent time per answered frame outside the network's stages (ms)."""
         return self._frame_overhead_ms.value
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> int:
         """Run a job stage by stage; put it aside when a more urgent frame arrives."""
+        self._running.append(job)
+        try:
+            return self._run_stages(job)
+        finally:
+            self._running.remove(job)
+
+    def _run_stages(self, job: Job) -> int:
+        """Return how many frames were answered."""
         source = self._source
+        answered = 0
         while True:
             for row in job.settle():
-                self._complete(row, job)
+                answered += self._complete(row, job)
             if job.done:
-                return
+                return answered
             try:
-                finished = job.step()
+                finished = job.step(unlocked=self._computing)
             except Exception as error:  # noqa: B902 - the batch failed as a whole
                 if len(job.active) > 1:  # retry each frame alone: a bad one fails alone
                     self._suspended.extend(job.split_rows())
-                    return
+                    return answered
                 for row in job.fail(error):
                     self._fail_row(row, error)
-                return
+                return answered
             for row in finished:
-                self._complete(row, job)
+                answered += self._complete(row, job)
             if job.done:
-                return
+                return answered
             if source is not None:
                 source.poll()
             if self._scheduler.closed:
@@ -831,7 +938,7 @@ class InferenceServer:
             if self._pick(current=job) is not job:
                 self.preemptions += 1
                 self._suspended.append(job)
-                return
+                return answered
 
     def _candidates(self, now: float) -> Dict[str, list]:
         """Earliest waiting work of each tenant: a suspended job or a queued frame."""
@@ -963,11 +1070,15 @@ class InferenceServer:
         per_frame = max(0.0, 1e3 / rate - self._frame_overhead_ms.value)
         return per_frame * size / self.executor.batch_factor(size)
 
-    def _next_job(self) -> Optional[Job]:
-        """Take the next job: resume a suspended one, or start one from the queues."""
+    def _next_job(self, *, only_if_needed: bool = False) -> Optional[Job]:
+        """
+        Take the next job: resume a suspended one, or start one from the queues.
+
+        ``only_if_needed``: take none while one worker keeps up (a worker besides the first).
+        """
         while True:
             work = self._pick()
-            if work is None:
+            if work is None or (only_if_needed and not self._needs_helper()):
                 return None
             if isinstance(work, Job):
                 self._suspended.remove(work)
@@ -1106,18 +1217,19 @@ class InferenceServer:
     def _intermediate(self, row: Row, status: ExitStatus) -> None:
         self._deliver(row.tenant, self._result(row, status, is_final=False))
 
-    def _complete(self, row: Row, job: Job) -> None:
-        """Answer one finished row (or count its failure), then learn from it."""
+    def _complete(self, row: Row, job: Job) -> bool:
+        """Answer one finished row (or count its failure), then learn from it; True: answered."""
         try:
             if row.error is not None:
                 self._fail_row(row, row.error)
-                return
+                return False
             self._answer(row, job)
         except Exception as error:  # noqa: B902
             self._fail_row(row, error, counted=False)
             self._finished(1)
-            return
+            return False
         self._finished(1)
+        return True
 
     def _answer(self, row: Row, job: Job) -> None:
         tenant, request, final = row.tenant, row.request, row.final
@@ -1133,7 +1245,6 @@ class InferenceServer:
         if correct is not None:
             result = replace(result, correct=correct)
         self._shares.answered(request.tenant, self._backlogged())
-        self._answered += 1
         self._deliver(tenant, result)
         if not policy.learns:
             return
