@@ -246,11 +246,11 @@ def report(streams, counts_by_phase, phases):
               f'{status.frames_rejected}, failed {status.frames_failed}')
     values = streams.server_values
     keys = ('delivery_ms', 'intake_wait_ms_p50', 'worker_waits', 'worker_wakeups',
-            'frames_taken_by_worker', 'workers', 'helper_jobs', 'preemptions', 'batches', 'batched_frames',
-            'frames_failed', 'cpu_priority', 'gc_idle_passes', 'gc_overdue_passes',
-            'gc_longest_pass_ms', 'worker_busy_s', 'worker_on_cpu_pct', 'worker_runnable_pct',
-            'worker_asleep_pct', 'worker_asleep_ms_p99', 'worker_frame_overhead_ms',
-            'falling_behind')
+            'frames_taken_by_worker', 'workers', 'helper_jobs', 'preemptions', 'batches',
+            'batched_frames', 'frames_failed', 'cpu_priority', 'gc_idle_passes',
+            'gc_overdue_passes', 'gc_longest_pass_ms', 'worker_busy_s', 'worker_on_cpu_pct',
+            'worker_runnable_pct', 'worker_asleep_pct', 'worker_asleep_ms_p99',
+            'worker_frame_overhead_ms', 'falling_behind')
     print('server: ' + ', '.join(f'{key} {values[key]}' for key in keys if key in values))
     print(f'\nserving-path overhead ({phases[0]}: stamp-to-receipt - compute): '
           f'p50 {percentile(overhead, 50):.2f} ms, p99 {percentile(overhead, 99):.2f} ms')

@@ -70,7 +70,7 @@ def main(argv=None):
           f'{os.cpu_count()} CPUs, load before {os.getloadavg()[0]:.2f}, '
           f'{time.strftime("%Y-%m-%d %H:%M")}\n')
     print('| rate | phase | workers | sent | answered % | in time % | mean exit | accuracy % '
-          '| second worker\'s jobs |')
+          "| second worker's jobs |")
     print('|---|---|---|---|---|---|---|---|---|')
     for phase in args.phases:
         hogs = []

@@ -1,4 +1,8 @@
-"""The serving node across processes: headers, QoS deadlines, parameters, bad images."""
+"""
+The serving node across processes: headers, QoS deadlines, parameters, bad images.
+
+The server runs two serving threads here (``workers: 2``); the other node tests run one.
+"""
 
 import array
 import threading
@@ -30,6 +34,7 @@ def server(tmp_path_factory):
   ros__parameters:
     tenants: [{TENANT}, strict]
     status_period_s: 0.2
+    workers: 2
     strict.input_deadline_ms: 100.0
     {TENANT}.input_topic: {TOPIC}
     {TENANT}.on_infeasible: serve_first_exit
@@ -98,10 +103,13 @@ class Client:
         return self.probe.call(self.set_client, request).results[0]
 
     def tenant_diagnostic(self, predicate, tenant=TENANT):
+        return self.diagnostic(f'delen_server: tenant {tenant}', predicate)
+
+    def diagnostic(self, name, predicate):
         with self.lock:
             for array_msg in reversed(self.diagnostics):
                 for status in array_msg.status:
-                    if status.name == f'delen_server: tenant {tenant}':
+                    if status.name == name:
                         values = {kv.key: kv.value for kv in status.values}
                         if predicate(values):
                             return status, values
@@ -155,12 +163,27 @@ def test_bad_parameter_values_are_refused_with_a_reason(client):
 
 def test_describe_parameters_reports_ranges(client):
     request = DescribeParameters.Request(names=[f'{TENANT}.latency_ms', f'{TENANT}.queue_size',
-                                                'model'])
-    latency, queue, model = client.probe.call(client.describe_client, request).descriptors
+                                                'model', 'workers'])
+    latency, queue, model, workers = client.probe.call(client.describe_client,
+                                                       request).descriptors
     assert latency.description and latency.floating_point_range[0].to_value == 1000.0
     assert latency.floating_point_range[0].step > 0
     assert queue.integer_range[0].from_value == 1
     assert model.read_only
+    assert workers.read_only and workers.description
+    assert (workers.integer_range[0].from_value, workers.integer_range[0].to_value) == (1, 16)
+
+
+def test_the_server_reports_its_serving_threads_in_diagnostics(client):
+    assert client.results_until(lambda r: r.is_final)
+
+    def reported():
+        client.publish_frame()
+        return client.diagnostic('delen_server', lambda v: v['workers'] == '2')
+    found = wait_for(reported, 60.0, interval=0.1)
+    assert found, 'the server diagnostics do not report workers: 2'
+    status, values = found
+    assert status.level == b'\x00' and int(values['helper_jobs']) >= 0
 
 
 @pytest.mark.parametrize('name,height,width,encoding,step,size,reason', [

@@ -773,7 +773,7 @@ class InferenceServer:
             self.busy_time.unbind()
 
     def _help(self) -> None:
-        """A worker besides the first: it runs jobs, and waits for them without the source."""
+        """Serve as a worker besides the first: run jobs, and wait for them without the source."""
         apply_priority(self.cpu_priority)
         self._loop(self._help_once)
 
