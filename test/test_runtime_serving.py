@@ -348,6 +348,27 @@ def test_a_second_worker_serves_the_frames_one_cannot_answer_in_time(make_server
     assert not any(thread.is_alive() for thread in workers) and not server.serving
 
 
+def test_only_the_first_worker_takes_frames_from_the_source(make_server, images):
+    server = make_server(workers=2, max_batch=1)
+    for tenant in ('a', 'b', 'c', 'd'):
+        server.add_tenant(tenant, goal=Goal.latency(25.0), policy='static:exit_index=3',
+                          on_infeasible='serve_first_exit')
+    pollers = set()
+
+    def burst():
+        for number in range(8):
+            server.submit('abcd'[number % 4], images[number])
+
+    source = ScriptedSource([burst])
+    poll = source.poll
+    source.poll = lambda: pollers.add(threading.get_ident()) or poll()
+    server.attach_source(source)
+    server.start()
+    assert len(_finals(server, 8)) == 8
+    assert server.helper_jobs >= 1
+    assert pollers == {server._worker.ident}
+
+
 def test_a_second_worker_stays_idle_while_one_answers_in_time(make_server, images):
     server = make_server(workers=2)
     server.add_tenant('camera', goal=Goal.latency(1000.0), queue_size=4)

@@ -297,8 +297,8 @@ class InferenceServer:
         self._activity = threading.Condition()
         self._outstanding = 0
         self._worker: Optional[threading.Thread] = None  # the first worker: it takes frames
+        self._worker_id: Optional[int] = None
         self._helpers: List[threading.Thread] = []
-        self._worker_ids: frozenset = frozenset()
         # Held by a worker except while it waits or a stage computes (one stage at a time per
         # worker; the queues, suspended jobs, EDF and the cost model change under it).
         self._serving = threading.RLock()
@@ -635,8 +635,8 @@ class InferenceServer:
             state.stats.dropped('queue')
         self._finished(len(dropped))
         source = self._source
-        if source is not None and threading.get_ident() not in self._worker_ids:
-            source.wake()
+        if source is not None and threading.get_ident() != self._worker_id:
+            source.wake()  # the first worker waits for frames; another submitted this one
         return True
 
     def record_rejected(self, tenant: str) -> None:
@@ -717,10 +717,8 @@ class InferenceServer:
         self._worker = threading.Thread(target=self._work, name='delen-inference', daemon=True)
         self._helpers = [threading.Thread(target=self._help, name=f'delen-inference-{number}',
                                           daemon=True) for number in range(2, self.workers + 1)]
-        self._worker_ids = frozenset()
         for thread in [self._worker] + self._helpers:
             thread.start()
-        self._worker_ids = frozenset(thread.ident for thread in [self._worker] + self._helpers)
         return self
 
     def stop(self, *, timeout: Optional[float] = None) -> None:
@@ -761,6 +759,7 @@ class InferenceServer:
     # -- the serving loop ------------------------------------------------------------------------
 
     def _work(self) -> None:
+        self._worker_id = threading.get_ident()
         self.priority_report = apply_priority(self.cpu_priority)
         if self.priority_report and self._on_event is not None:
             self._on_event('priority', self.priority_report)
@@ -773,7 +772,7 @@ class InferenceServer:
             self.busy_time.unbind()
 
     def _help(self) -> None:
-        """Serve as a worker besides the first: run jobs, and wait for them without the source."""
+        """Serve as a worker besides the first: run jobs; only the first takes frames."""
         apply_priority(self.cpu_priority)
         self._loop(self._help_once)
 
@@ -853,14 +852,11 @@ class InferenceServer:
                     self._scheduler.wait(wait_s)
             return
         steps = len(job.stage_ms)
-        answered = self._run(job)
+        answered = self._run(job, takes_frames=True)
         wall_ms = self.busy_time.add(turn)
         self._learn_overhead(wall_ms - sum(job.stage_ms[steps:]), answered)
 
     def _help_once(self) -> None:
-        source = self._source
-        if source is not None:
-            source.poll()
         job = self._next_job(only_if_needed=True)
         if job is None:
             self._idle_helpers += 1
@@ -870,7 +866,7 @@ class InferenceServer:
                 self._idle_helpers -= 1
             return
         self.helper_jobs += 1
-        self._run(job)
+        self._run(job, takes_frames=False)
 
     def _run_idle_task(self) -> float:
         """Run the idle task once; return how long to wait for frames (s, at most 0.1)."""
@@ -901,17 +897,20 @@ class InferenceServer:
         """Return the worker's recent time per answered frame outside the network's stages (ms)."""
         return self._frame_overhead_ms.value
 
-    def _run(self, job: Job) -> int:
-        """Run a job stage by stage; put it aside when a more urgent frame arrives."""
+    def _run(self, job: Job, *, takes_frames: bool) -> int:
+        """
+        Run a job stage by stage; put it aside when a more urgent frame arrives.
+
+        ``takes_frames``: take new frames from the source between stages (the first worker).
+        Return how many frames were answered.
+        """
         self._running.append(job)
         try:
-            return self._run_stages(job)
+            return self._run_stages(job, self._source if takes_frames else None)
         finally:
             self._running.remove(job)
 
-    def _run_stages(self, job: Job) -> int:
-        """Return how many frames were answered."""
-        source = self._source
+    def _run_stages(self, job: Job, source: Optional[FrameSource]) -> int:
         answered = 0
         while True:
             for row in job.settle():
