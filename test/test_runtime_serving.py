@@ -372,8 +372,12 @@ def test_only_the_first_worker_takes_frames_from_the_source(make_server, images)
 def test_a_second_worker_stays_idle_while_one_answers_in_time(make_server, images):
     server = make_server(workers=2)
     server.add_tenant('camera', goal=Goal.latency(1000.0), queue_size=4)
-    for number in range(4):
-        server.submit('camera', images[number], frame_id=str(number))
+
+    def burst():  # taken by the first worker, which starts the first frame at once
+        for number in range(4):
+            server.submit('camera', images[number], frame_id=str(number))
+
+    server.attach_source(ScriptedSource([burst]))
     server.start()
     assert len(_finals(server, 4)) == 4
     assert server.helper_jobs == 0

@@ -814,14 +814,15 @@ class InferenceServer:
         Return True when one worker cannot finish the work running and waiting by its deadlines.
 
         Run beside another job, a job's stages and the other's share the cores and the GIL,
-        and both take longer: a second worker takes work only while one would fall behind.
+        and both take longer: a second worker takes work only while one would fall behind, or
+        while no job runs (a job it put aside for an urgent frame is not left waiting).
         The test is EDF's on one worker, at each job's worst-case time, over the earliest
         ``_HELPER_LOOKAHEAD`` (a later frame that turns late makes the workers fall behind,
         which the test heeds).
         """
         now = self._clock()
-        if self._falling_behind(now):
-            return True
+        if not self._running or self._falling_behind(now):
+            return True  # nothing runs (the first worker waits for frames), or it falls behind
         jobs = sorted(self._running + self._suspended, key=lambda job: job.due_s)
         done_s = now + self.delivery_ms * 1e-3
         queued = heapq.merge(jobs, self._scheduler.waiting(_HELPER_LOOKAHEAD),
