@@ -34,6 +34,7 @@ from ament_index_python.packages import get_package_prefix
 from delen_ros.engine import fashion_mnist
 from delen_ros.imaging import fill_image
 from delen_ros.msg import InferenceResult, TenantStatus
+from delen_ros.runtime import available_cores
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
@@ -271,7 +272,8 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--max-batch', type=int, default=8)
     parser.add_argument('--cpu-priority', default='none')
-    parser.add_argument('--workers', type=int, default=1, help='serving threads')
+    parser.add_argument('--workers', type=int, default=min(2, available_cores()),
+                        help="serving threads (default: the server's)")
     parser.add_argument('--executor', default='single', choices=('single', 'multi'))
     parser.add_argument('--phases', nargs='+', default=['calm', 'contention', 'calm_again'])
     args = parser.parse_args(argv)

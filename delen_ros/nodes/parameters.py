@@ -76,10 +76,10 @@ SERVER_PARAMETERS = (
     ParameterSpec('max_batch', 'integer', 8,
                   'most frames of different tenants, already waiting, run as one batch when '
                   'every deadline in it is met; 1: no batching', 1, 64, 1, read_only=True),
-    ParameterSpec('workers', 'integer', 1,
-                  'serving threads: the first takes the frames; more serve waiting frames '
-                  'while it computes (more of the CPU for several tenants under contention)',
-                  1, 16, 1, read_only=True),
+    ParameterSpec('workers', 'integer', min(2, available_cores()),
+                  'serving threads: the first takes the frames; the others serve waiting '
+                  'frames beside it only while one thread could not answer them in time '
+                  '(default: 2 where this process may use 2 cores)', 1, 16, 1, read_only=True),
     ParameterSpec('cpu_priority', 'string', 'none',
                   'priority of the serving threads: none, nice:<-20..19> or '
                   'realtime:<1..99> (SCHED_FIFO; needs CAP_SYS_NICE or an rtprio limit)',
