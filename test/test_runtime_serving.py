@@ -383,6 +383,31 @@ def test_a_second_worker_stays_idle_while_one_answers_in_time(make_server, image
     assert server.helper_jobs == 0
 
 
+def test_a_server_stopped_from_an_answer_callback_ends_every_worker(make_server, images):
+    answered = threading.Event()
+    servers, errors = [], []
+
+    def stop_on_answer(result):
+        if result.is_final and not answered.is_set():
+            try:
+                servers[0].stop(timeout=1.0)  # on a worker: returns without joining
+            except Exception as error:  # noqa: B902 - the runtime would only log it
+                errors.append(error)
+            answered.set()
+
+    server = make_server(workers=2, on_result=stop_on_answer)
+    servers.append(server)
+    server.add_tenant('camera', goal=Goal.latency(1000.0))
+    server.start()
+    workers = [server._worker] + server._helpers
+    server.submit('camera', images[0])
+    assert answered.wait(timeout=60)
+    for thread in workers:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in workers) and not server.serving
+    assert errors == []
+
+
 @pytest.mark.parametrize('workers', [0, 17, True, 1.5])
 def test_a_bad_worker_count_is_refused(model, profile, workers):
     with pytest.raises(ValueError, match='workers'):

@@ -734,9 +734,10 @@ class InferenceServer:
         with self._work_posted:
             self._work_posted.notify_all()
         worker, self._worker = self._worker, None
-        workers = [thread for thread in [worker] + self._helpers
-                   if thread is not None and thread is not threading.current_thread()]
+        workers = [thread for thread in [worker] + self._helpers if thread is not None]
         self._helpers = []
+        if threading.current_thread() in workers:
+            return  # stopped from a worker (an answer's callback): the workers end on their own
         end = None if timeout is None else time.monotonic() + timeout
         for thread in workers:
             thread.join(None if end is None else max(0.0, end - time.monotonic()))
