@@ -34,7 +34,6 @@ from ament_index_python.packages import get_package_prefix
 from delen_ros.engine import fashion_mnist
 from delen_ros.imaging import fill_image
 from delen_ros.msg import InferenceResult, TenantStatus
-from delen_ros.runtime import available_cores
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
@@ -76,7 +75,9 @@ def server_params(path, tenants, args):
     lines = ['delen_server:', '  ros__parameters:',
              f'    tenants: [{", ".join(f"t{i}" for i in range(len(tenants)))}]',
              f'    threads: {args.threads}', f'    max_batch: {args.max_batch}',
-             f'    workers: {args.workers}', f"    cpu_priority: '{args.cpu_priority}'"]
+             f"    cpu_priority: '{args.cpu_priority}'"]
+    if args.workers is not None:
+        lines.append(f'    workers: {args.workers}')
     for number, (_, deadline) in enumerate(tenants):
         name = f't{number}'
         lines += [f'    {name}.input_topic: /bench/{name}/image',
@@ -272,7 +273,7 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--max-batch', type=int, default=8)
     parser.add_argument('--cpu-priority', default='none')
-    parser.add_argument('--workers', type=int, default=min(2, available_cores()),
+    parser.add_argument('--workers', type=int, default=None,
                         help="serving threads (default: the server's)")
     parser.add_argument('--executor', default='single', choices=('single', 'multi'))
     parser.add_argument('--phases', nargs='+', default=['calm', 'contention', 'calm_again'])
@@ -304,9 +305,9 @@ def main(argv=None):
             raise SystemExit(f'no answer from the server; log: {folder / "server.log"}')
         streams.stream(2.0, 'warmup')
         print(f'# {len(tenants)} tenant(s) {args.tenants}, {args.seconds:g} s per phase, '
-              f'policy {args.policy}, max_batch {args.max_batch}, workers {args.workers}, '
-              f'cpu_priority '
-              f'{args.cpu_priority}, {args.executor} executor, {os.cpu_count()} CPUs, load before '
+              f'policy {args.policy}, max_batch {args.max_batch}, workers '
+              f'{args.workers or "default"}, cpu_priority {args.cpu_priority}, {args.executor} '
+              f'executor, {os.cpu_count()} CPUs, load before '
               f'{os.getloadavg()[0]:.2f}, {time.strftime("%Y-%m-%d %H:%M")}\n')
         counts = {}
         for phase in args.phases:
