@@ -256,6 +256,14 @@ def report(streams, counts_by_phase, phases):
     print('server: ' + ', '.join(f'{key} {values[key]}' for key in keys if key in values))
     print(f'\nserving-path overhead ({phases[0]}: stamp-to-receipt - compute): '
           f'p50 {percentile(overhead, 50):.2f} ms, p99 {percentile(overhead, 99):.2f} ms')
+    errors = {phase: [] for phase in phases}
+    for answer in streams.answers:
+        if answer.phase in errors:  # not the warm-up's
+            errors[answer.phase].append(answer.latency_ms - answer.msg.latency_ms)
+    print("the server's latency_ms against stamp-to-receipt here (receipt - reported; over 0: "
+          'the server reported less than a subscriber saw), p50 / p99 ms: ' + ', '.join(
+              f'{phase} {percentile(values, 50):.2f} / {percentile(values, 99):.2f}'
+              for phase, values in errors.items()))
 
 
 def spin(executor):

@@ -295,6 +295,32 @@ def test_latency_includes_the_estimated_delivery(make_server, images):
         answer.queue_ms + answer.compute_ms + answer.delivery_ms)
 
 
+def test_the_answers_of_a_batch_count_the_wait_for_those_before_them(make_server, images):
+    # Each answer is delivered (here: a slow publish) after the ones before it in its batch;
+    # its latency_ms must cover that wait, which its own compute_ms does not.
+    delivered = {}
+
+    def slow_publish(result):
+        delivered[result.tenant] = time.time()
+        time.sleep(0.03)
+
+    server = make_server(max_batch=8, on_result=slow_publish)
+    for tenant in ('a', 'b', 'c'):
+        server.add_tenant(tenant, goal=Goal.latency(1000.0), policy='budget')
+    stamps = {}
+    for number, tenant in enumerate(('a', 'b', 'c')):
+        stamps[tenant] = time.time()
+        server.submit(tenant, images[number], stamp_s=stamps[tenant])
+    server.start()
+    answers = sorted(_finals(server, 3), key=lambda r: delivered[r.tenant])
+    assert (server.batches, server.batched_frames) == (1, 3)
+    for position, answer in enumerate(answers):
+        assert (delivered[answer.tenant] - stamps[answer.tenant]) * 1e3 <= answer.latency_ms
+        assert answer.delivery_ms >= position * 30.0
+        assert answer.latency_ms == pytest.approx(
+            answer.queue_ms + answer.compute_ms + answer.delivery_ms)
+
+
 def test_cpu_priority_is_parsed_and_applied_or_explained():
     assert parse_priority('none') == ('none', 0)
     assert parse_priority('nice:5') == ('nice', 5)

@@ -274,7 +274,7 @@ class Row:
     __slots__ = ('request', 'plan', 'goal', 'should_stop', 'on_exit', 'progressive',
                  'queue_ms', 'reserve_ms', 'due_s', 'exits', 'final', 'error', 'energy_mj',
                  'stop_exits', 'cut_short', 'infeasible', 'late', 'describe', 'tenant',
-                 'model')
+                 'model', 'started_s')
 
     def __init__(self, request, plan: Plan, goal: Goal, should_stop, *, queue_ms: float,
                  reserve_ms: float = 0.0, progressive: bool = False, on_exit=None) -> None:
@@ -298,6 +298,7 @@ class Row:
         self.describe = ''
         self.tenant = None
         self.model = None
+        self.started_s: Optional[float] = None  # when its job began (perf_counter)
 
     @property
     def done(self) -> bool:
@@ -323,6 +324,8 @@ class Job:
         self.threads = threads
         self.state = executor.network.begin(x)
         self.start = clock()
+        for row in self.rows:
+            row.started_s = self.start
         self.stage_ms = []
         self.split = executor.split(threads)
         self.threads_changed = False

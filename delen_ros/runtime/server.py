@@ -142,9 +142,10 @@ class InferenceResult:
     One answer for one frame of one tenant (the fields of delen_ros/msg/InferenceResult).
 
     ``latency_ms = queue_ms + compute_ms + delivery_ms`` runs from the frame's source stamp to
-    the answer's receipt; ``delivery_ms`` is the estimated part after the last stage (building
-    and publishing the answer, one transport hop; learned online). ``token``: what the caller
-    passed with the frame to ``submit`` (e.g. its header).
+    the answer's receipt; ``delivery_ms`` is the part after the last stage: the wait for the
+    answers of its batch before it (measured), then building and publishing the answer and one
+    transport hop (estimated, learned online). ``token``: what the caller passed with the frame
+    to ``submit`` (e.g. its header).
     ``deadline_ms`` is None without a latency bound (then ``deadline_met`` is True).
     ``infeasible``: the frame could not meet its bound and was served at the first exit.
     ``correct`` is known when the frame came with a label. ``model``: the model that answered.
@@ -309,6 +310,10 @@ class InferenceServer:
         self._suspended: List[Job] = []
         self._shares = ShareLedger()
         self._publish_ms = _Average(0.3)
+        # One answer on the worker: built, counted, delivered, learned from. The frames of a
+        # batch that finish together are answered one after another: each waits for those
+        # before it.
+        self._answer_ms = _Average(0.3)
         self._hop_ms = _Average(0.5)
         # The worker's time per answered frame outside the network (take, decode, plan, answer).
         self._frame_overhead_ms = _Average(1.0)
@@ -1121,6 +1126,9 @@ class InferenceServer:
             rows.append(row)
         if not rows:
             return None
+        for position, row in enumerate(rows[1:], start=1):
+            if row.goal.latency_ms is not None:  # it waits for the answers before its own
+                row.reserve_ms += position * self._answer_ms.value
         threads = rows[0].plan.threads
         try:
             x = torch.cat([row.request.tensor for row in rows]) if len(rows) > 1 \
@@ -1145,12 +1153,13 @@ class InferenceServer:
         split = executor.split(threads)
         factor = executor.batch_factor(len(rows)) * model.cost.setting(
             threads).latency.upper
-        for row in rows:
+        answer_ms = self._answer_ms.value
+        for position, row in enumerate(rows):
             bound = row.goal.latency_ms
             if bound is None or row.late:  # late whatever it rides with
                 continue
             need = split.path_ms(row.plan.target_exit, sorted(row.stop_exits)) * factor
-            if row.queue_ms + row.reserve_ms + need > bound:
+            if row.queue_ms + row.reserve_ms + position * answer_ms + need > bound:
                 return False
         return True
 
@@ -1220,6 +1229,7 @@ class InferenceServer:
 
     def _complete(self, row: Row, job: Job) -> bool:
         """Answer one finished row (or count its failure), then learn from it; True: answered."""
+        start = time.perf_counter()
         try:
             if row.error is not None:
                 self._fail_row(row, row.error)
@@ -1230,6 +1240,7 @@ class InferenceServer:
             self._finished(1)
             return False
         self._finished(1)
+        self._answer_ms.update((time.perf_counter() - start) * 1e3)
         return True
 
     def _answer(self, row: Row, job: Job) -> None:
@@ -1324,7 +1335,10 @@ class InferenceServer:
 
     def _result(self, row: Row, status: ExitStatus, *, is_final: bool) -> InferenceResult:
         request, goal = row.request, row.goal
-        delivery = self.delivery_ms
+        # Measured from its exit to now (the answers of its batch before it), then estimated.
+        waited_ms = 0.0 if row.started_s is None else max(
+            0.0, (time.perf_counter() - row.started_s) * 1e3 - status.compute_ms)
+        delivery = waited_ms + self.delivery_ms
         latency = row.queue_ms + status.compute_ms + delivery
         return InferenceResult(
             tenant=request.tenant, stamp_s=request.stamp_s, frame_id=request.frame_id,
