@@ -315,7 +315,9 @@ def test_the_answers_of_a_batch_count_the_wait_for_those_before_them(make_server
     answers = sorted(_finals(server, 3), key=lambda r: delivered[r.tenant])
     assert (server.batches, server.batched_frames) == (1, 3)
     for position, answer in enumerate(answers):
-        assert (delivered[answer.tenant] - stamps[answer.tenant]) * 1e3 <= answer.latency_ms
+        seen_ms = (delivered[answer.tenant] - stamps[answer.tenant]) * 1e3
+        # 10 ms for the untimed steps around an answer; each answer before it took 30
+        assert seen_ms <= answer.latency_ms + 10.0
         assert answer.delivery_ms >= position * 30.0
         assert answer.latency_ms == pytest.approx(
             answer.queue_ms + answer.compute_ms + answer.delivery_ms)
