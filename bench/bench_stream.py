@@ -11,7 +11,8 @@ compute, answer (to the result's write), trip and this process's own delay, with
 middleware's source and receive timestamps of each result. The frames not answered in time are
 counted per second of each phase, so a burst (the onset of contention, a stall) shows apart
 from a steady rate. The serving path's overhead (stamp-to-receipt minus compute) is printed
-for the first phase.
+for the first phase, and per phase how far the server's ``latency_ms`` was from the
+stamp-to-receipt time measured here.
 
     source tools/env.sh
     python bench/bench_stream.py --tenants 50:10 --seconds 5
