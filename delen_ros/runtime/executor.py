@@ -317,13 +317,13 @@ class Job:
     """
 
     def __init__(self, executor: 'ConditionalExecutor', rows: Sequence[Row], x: torch.Tensor,
-                 threads: int, *, clock: Callable[[], float] = time.perf_counter) -> None:
+                 threads: int) -> None:
         self.executor = executor
         self.rows = list(rows)
         self.active = list(rows)
         self.threads = threads
         self.state = executor.network.begin(x)
-        self.start = clock()
+        self.start = time.perf_counter()
         for row in self.rows:
             row.started_s = self.start
         self.stage_ms = []
