@@ -1119,6 +1119,8 @@ class InferenceServer:
                 if position:
                     self._scheduler.take(request)
                 continue
+            if rows and row.goal.latency_ms is not None:  # it waits for the answers before its own
+                row.reserve_ms += len(rows) * self._answer_ms.value
             if rows and not self._fits_batch(rows + [row]):
                 break
             if position:
@@ -1126,9 +1128,6 @@ class InferenceServer:
             rows.append(row)
         if not rows:
             return None
-        for position, row in enumerate(rows[1:], start=1):
-            if row.goal.latency_ms is not None:  # it waits for the answers before its own
-                row.reserve_ms += position * self._answer_ms.value
         threads = rows[0].plan.threads
         try:
             x = torch.cat([row.request.tensor for row in rows]) if len(rows) > 1 \
@@ -1153,13 +1152,12 @@ class InferenceServer:
         split = executor.split(threads)
         factor = executor.batch_factor(len(rows)) * model.cost.setting(
             threads).latency.upper
-        answer_ms = self._answer_ms.value
-        for position, row in enumerate(rows):
+        for row in rows:
             bound = row.goal.latency_ms
             if bound is None or row.late:  # late whatever it rides with
                 continue
             need = split.path_ms(row.plan.target_exit, sorted(row.stop_exits)) * factor
-            if row.queue_ms + row.reserve_ms + position * answer_ms + need > bound:
+            if row.queue_ms + row.reserve_ms + need > bound:
                 return False
         return True
 
