@@ -1,6 +1,7 @@
 """Energy meters on sysfs trees in the real kernel formats, and the power-model fallback."""
 
 from pathlib import Path
+import time
 
 from delen_ros.runtime import (available_platforms, default_platform, detect_meter,
                                EnergyReading, HwmonEnergyMeter, HwmonPowerMeter, Ina3221Meter,
@@ -71,6 +72,35 @@ def test_hwmon_energy_prefers_socket_counter(tmp_path):
     start = meter.read()
     counter.write_text('2250000\n')
     assert meter.energy_mj(start, meter.read(), threads=2) == pytest.approx(250.0)
+
+
+def test_stages_computing_at_once_split_a_shared_meter(tmp_path):
+    # Two serving threads' stages overlap: each is charged its share of the socket's energy,
+    # and together they are charged what the counter rose by, not more.
+    counter = _rapl_tree(tmp_path, energy_uj=0)
+    meter = detect_meter(tmp_path)
+    first = meter.stage_start(1)
+    counter.write_text('1000\n')  # 1 mJ with the first stage alone
+    second = meter.stage_start(1)
+    counter.write_text('3000\n')  # 2 mJ with both
+    assert meter.stage_mj(first) == pytest.approx(1.0 + 1.0)
+    counter.write_text('6000\n')  # 3 mJ with the second alone
+    assert meter.stage_mj(second) == pytest.approx(1.0 + 3.0)
+    counter.write_text('6500\n')  # nothing computes: nobody is charged
+    alone = meter.stage_start(1)
+    counter.write_text('7000\n')
+    assert meter.stage_mj(alone) == pytest.approx(0.5)
+    meter.close()
+
+
+def test_power_model_charges_a_stage_its_own_cpu_time():
+    model = PowerModel.from_platform('generic_x86_2core')
+    mark = model.stage_start(1)
+    busy = time.thread_time() + 0.02
+    while time.thread_time() < busy:
+        pass
+    energy = model.stage_mj(mark)
+    assert model.cpu_watts(1) * 20 <= energy <= model.cpu_watts(1) * 1000
 
 
 def test_hwmon_power_sensor_is_integrated(tmp_path):

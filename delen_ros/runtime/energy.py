@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import math
 import os
 from pathlib import Path
+import threading
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -56,6 +57,15 @@ class EnergyMeter(abc.ABC):
     @abc.abstractmethod
     def energy_mj(self, start: EnergyReading, end: EnergyReading, *, threads: int) -> float:
         """Energy between two readings, in millijoules."""
+
+    def stage_start(self, threads: int) -> Any:
+        """Mark the start of a stage computed on the calling thread (for ``stage_mj``)."""
+        return threads, self.read()
+
+    def stage_mj(self, mark: Any) -> float:
+        """Energy charged to the stage started at ``mark`` (mJ); call once, on its thread."""
+        threads, start = mark
+        return self.energy_mj(start, self.read(), threads=threads)
 
     def close(self) -> None:
         """Release open files (readings are invalid afterwards)."""
@@ -102,6 +112,14 @@ def _open(path: Path, scale: float = 1.0) -> Optional[_SysfsFile]:
 
 
 class _SysfsMeter(EnergyMeter):
+    """
+    A meter of the whole socket or board: its readings cover every thread.
+
+    Stages computed at once on several serving threads split the energy between readings
+    evenly, so that each is not charged all of it: ``_per_stage_mj`` adds, at every stage's
+    start and end, the energy since the last such reading over the stages computing.
+    """
+
     measured = True
 
     def __init__(self, files: Sequence[_SysfsFile], source: str) -> None:
@@ -109,9 +127,35 @@ class _SysfsMeter(EnergyMeter):
             raise ValueError('a sysfs meter needs at least one readable file')
         self._files = list(files)
         self.source = source
+        self._stages_lock = threading.Lock()
+        self._computing = 0  # stages computing now, on every thread
+        self._last: Optional[EnergyReading] = None
+        self._per_stage_mj = 0.0  # energy charged to each stage computing, so far
 
     def read(self) -> EnergyReading:
         return EnergyReading(time.perf_counter(), tuple(f.read() for f in self._files))
+
+    def stage_start(self, threads: int) -> float:
+        with self._stages_lock:
+            self._share_out()
+            self._computing += 1
+            return self._per_stage_mj
+
+    def stage_mj(self, mark: float) -> float:
+        with self._stages_lock:
+            self._share_out()
+            self._computing -= 1
+            energy = self._per_stage_mj - mark
+            if not self._computing:
+                self._per_stage_mj = 0.0  # no mark is outstanding
+            return energy
+
+    def _share_out(self) -> None:
+        reading = self.read()
+        if self._computing:
+            self._per_stage_mj += self.energy_mj(self._last, reading,
+                                                 threads=1) / self._computing
+        self._last = reading
 
     def close(self) -> None:
         for sysfs_file in self._files:

@@ -370,19 +370,17 @@ class Job:
         rows_at = [active.index(row) for row in heads]
         logits = None
         with unlocked():
-            before_energy = meter.read() if meter.measured else meter.cpu_clock(self.threads)()
+            energy_mark = meter.stage_start(self.threads)
             before = time.perf_counter()
-            with torch.inference_mode():  # nothing changes unless the stage and heads succeed
-                features = executor.network.stages[index](self.state.features)
-                if heads:
-                    picked = features if len(rows_at) == len(active) else features[rows_at]
-                    logits = executor.network.heads[index](picked)
-            after = time.perf_counter()
-            if meter.measured:
-                stage_mj = meter.energy_mj(before_energy, meter.read(), threads=self.threads)
-            else:
-                stage_mj = meter.cpu_watts(self.threads) * 1e3 * (
-                    meter.cpu_clock(self.threads)() - before_energy)
+            try:
+                with torch.inference_mode():  # nothing changes unless stage and heads succeed
+                    features = executor.network.stages[index](self.state.features)
+                    if heads:
+                        picked = features if len(rows_at) == len(active) else features[rows_at]
+                        logits = executor.network.heads[index](picked)
+            finally:
+                after = time.perf_counter()
+                stage_mj = meter.stage_mj(energy_mark)  # shared with the stages beside it
         self.state.features = features
         self.state.next_exit = index + 1
         elapsed = (after - before) * 1e3
