@@ -253,7 +253,8 @@ def report(streams, counts_by_phase, phases):
             'batched_frames', 'frames_failed', 'cpu_priority', 'gc_idle_passes',
             'gc_overdue_passes', 'gc_longest_pass_ms', 'worker_busy_s', 'worker_on_cpu_pct',
             'worker_runnable_pct', 'worker_asleep_pct', 'worker_asleep_ms_p99',
-            'worker_frame_overhead_ms', 'falling_behind')
+            'worker_frame_overhead_ms', 'helpers_busy_s', 'helpers_on_cpu_pct',
+            'helpers_runnable_pct', 'helpers_asleep_pct', 'falling_behind')
     print('server: ' + ', '.join(f'{key} {values[key]}' for key in keys if key in values))
     print(f'\nserving-path overhead ({phases[0]}: stamp-to-receipt - compute): '
           f'p50 {percentile(overhead, 50):.2f} ms, p99 {percentile(overhead, 99):.2f} ms')

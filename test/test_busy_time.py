@@ -74,3 +74,22 @@ def test_without_schedstat_the_time_off_the_cpu_is_not_split():
     values = busy_time.values()
     assert values['worker_runnable_pct'] == values['worker_asleep_pct'] == ''
     assert float(values['worker_off_cpu_pct']) > 50.0
+
+
+def test_several_threads_busy_time_adds_up_under_a_prefix():
+    parts = []
+    for _ in range(2):
+        part = BusyTime()
+        part.bind()
+        turn = part.mark()
+        _python_work(20_000)
+        part.add(turn)
+        part.unbind()
+        parts.append(part)
+    total = BusyTime.total(parts)
+    assert total.turns == 2
+    assert total.wall_ms == pytest.approx(parts[0].wall_ms + parts[1].wall_ms)
+    assert total.on_cpu_ms == pytest.approx(parts[0].on_cpu_ms + parts[1].on_cpu_ms)
+    values = total.values('helpers')
+    assert values['helpers_busy_turns'] == '2' and 'worker_busy_turns' not in values
+    assert BusyTime.total([]).values('helpers') == {'helpers_busy_turns': '0'}

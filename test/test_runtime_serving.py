@@ -374,6 +374,8 @@ def test_a_second_worker_serves_the_frames_one_cannot_answer_in_time(make_server
     assert server.serving
     server.stop(timeout=30)
     assert not any(thread.is_alive() for thread in workers) and not server.serving
+    helpers = server.helpers_busy_time  # one busy turn per job the second worker ran
+    assert helpers.turns == server.helper_jobs and helpers.wall_ms > 0.0
 
 
 def test_only_the_first_worker_takes_frames_from_the_source(make_server, images):

@@ -818,6 +818,7 @@ class ServingCore:
             'worker_frame_overhead_ms': f'{server.frame_overhead_ms:.2f}',
             'falling_behind': server.falling_behind,
             **server.busy_time.values(),
+            **(server.helpers_busy_time.values('helpers') if server.workers > 1 else {}),
             **self._budgets.server_values(),
         }
         level, message = DiagnosticStatus.OK, f'serving {len(self._tenants)} tenants'

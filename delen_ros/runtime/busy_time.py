@@ -15,7 +15,7 @@ import collections
 import os
 import threading
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 __all__ = ['BusyTime']
 
@@ -96,10 +96,24 @@ class BusyTime:
         self._recent_asleep.append(asleep_ms)
         return wall_ms
 
-    def values(self) -> Dict[str, str]:
+    @classmethod
+    def total(cls, parts: Iterable['BusyTime']) -> 'BusyTime':
+        """Return the sum of several threads' busy times (for ``values``; not bound)."""
+        total = cls(schedstat=False)
+        for part in parts:
+            total.turns += part.turns
+            total.wall_ms += part.wall_ms
+            total.on_cpu_ms += part.on_cpu_ms
+            if part.runnable_ms is not None:
+                total.runnable_ms = (total.runnable_ms or 0.0) + part.runnable_ms
+                total.asleep_ms = (total.asleep_ms or 0.0) + part.asleep_ms
+            total._recent_asleep.extend(part._recent_asleep)
+        return total
+
+    def values(self, prefix: str = 'worker') -> Dict[str, str]:
         """Diagnostic values: busy time, and the shares of it on a CPU, runnable and asleep."""
         if not self.turns:
-            return {'worker_busy_turns': '0'}
+            return {f'{prefix}_busy_turns': '0'}
         wall = self.wall_ms or 1e-9
 
         def share(ms: Optional[float]) -> str:
@@ -107,13 +121,12 @@ class BusyTime:
 
         recent = sorted(self._recent_asleep)
         values = {
-            'worker_busy_turns': str(self.turns),
-            'worker_busy_s': f'{self.wall_ms * 1e-3:.2f}',
-            'worker_on_cpu_pct': share(self.on_cpu_ms),
-            'worker_off_cpu_pct': share(max(0.0, self.wall_ms - self.on_cpu_ms)),
-            'worker_runnable_pct': share(self.runnable_ms),
-            'worker_asleep_pct': share(self.asleep_ms),
-            'worker_asleep_ms_p99': f'{recent[int(0.99 * (len(recent) - 1))]:.2f}'
-            if recent else '',
+            'busy_turns': str(self.turns),
+            'busy_s': f'{self.wall_ms * 1e-3:.2f}',
+            'on_cpu_pct': share(self.on_cpu_ms),
+            'off_cpu_pct': share(max(0.0, self.wall_ms - self.on_cpu_ms)),
+            'runnable_pct': share(self.runnable_ms),
+            'asleep_pct': share(self.asleep_ms),
+            'asleep_ms_p99': f'{recent[int(0.99 * (len(recent) - 1))]:.2f}' if recent else '',
         }
-        return values
+        return {f'{prefix}_{key}': value for key, value in values.items()}

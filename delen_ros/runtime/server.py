@@ -328,7 +328,8 @@ class InferenceServer:
         self.cpu_priority = cpu_priority
         self.priority_report: Optional[str] = None
         self.collector = IdleCollector()
-        self.busy_time = BusyTime()  # the worker's turns: on a CPU, runnable, asleep
+        self.busy_time = BusyTime()  # the first worker's turns: on a CPU, runnable, asleep
+        self._helpers_busy_time: List[BusyTime] = []  # one per worker besides the first
         self.frames_failed = 0
         self.preemptions = 0
         self.batches = 0
@@ -780,7 +781,13 @@ class InferenceServer:
     def _help(self) -> None:
         """Serve as a worker besides the first: run jobs; only the first takes frames."""
         apply_priority(self.cpu_priority)
-        self._loop(self._help_once)
+        busy_time = BusyTime()
+        busy_time.bind()
+        self._helpers_busy_time.append(busy_time)
+        try:
+            self._loop(lambda: self._help_once(busy_time))
+        finally:
+            busy_time.unbind()
 
     def _loop(self, turn: Callable[[], None]) -> None:
         try:
@@ -863,7 +870,8 @@ class InferenceServer:
         wall_ms = self.busy_time.add(turn)
         self._learn_overhead(wall_ms - sum(job.stage_ms[steps:]), answered)
 
-    def _help_once(self) -> None:
+    def _help_once(self, busy_time: BusyTime) -> None:
+        turn = busy_time.mark()
         job = self._next_job(only_if_needed=True)
         if job is None:
             self._idle_helpers += 1
@@ -874,6 +882,12 @@ class InferenceServer:
             return
         self.helper_jobs += 1
         self._run(job, takes_frames=False)
+        busy_time.add(turn)
+
+    @property
+    def helpers_busy_time(self) -> BusyTime:
+        """Return the busy turns of the workers besides the first, summed."""
+        return BusyTime.total(self._helpers_busy_time)
 
     def _run_idle_task(self) -> float:
         """Run the idle task once; return how long to wait for frames (s, at most 0.1)."""
