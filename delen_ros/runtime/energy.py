@@ -143,8 +143,10 @@ class _SysfsMeter(EnergyMeter):
 
     def stage_mj(self, mark: float) -> float:
         with self._stages_lock:
-            self._share_out()
-            self._computing -= 1
+            try:
+                self._share_out()
+            finally:
+                self._computing -= 1
             energy = self._per_stage_mj - mark
             if not self._computing:
                 self._per_stage_mj = 0.0  # no mark is outstanding
