@@ -93,6 +93,21 @@ def test_stages_computing_at_once_split_a_shared_meter(tmp_path):
     meter.close()
 
 
+def test_a_failed_read_keeps_the_last_good_value_and_is_counted(tmp_path):
+    counter = _rapl_tree(tmp_path, energy_uj=2000)
+    meter = detect_meter(tmp_path)
+    start = meter.read()
+    counter.write_text('EIO?\n')  # a driver's garbled answer
+    stale = meter.read()
+    assert stale.values == start.values
+    assert meter.read_errors == 1 and str(counter) in meter.last_read_error
+    mark = meter.stage_start(1)  # a stage across the failure is still charged
+    counter.write_text('5000\n')
+    assert meter.stage_mj(mark) == pytest.approx(3.0)
+    assert meter.read_errors == 2
+    meter.close()
+
+
 def test_power_model_charges_a_stage_its_own_cpu_time():
     model = PowerModel.from_platform('generic_x86_2core')
     mark = model.stage_start(1)

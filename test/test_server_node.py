@@ -184,6 +184,7 @@ def test_the_server_reports_its_serving_threads_in_diagnostics(client):
     assert found, 'the server diagnostics do not report workers: 1'
     status, values = found
     assert status.level == b'\x00' and values['helper_jobs'] == '0'
+    assert values['energy'] == 'estimated' and values['energy_read_errors'] == '0'
 
 
 @pytest.mark.parametrize('name,height,width,encoding,step,size,reason', [

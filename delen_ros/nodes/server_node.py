@@ -800,6 +800,8 @@ class ServingCore:
             **{f'model {info.name}': info.describe() for info in server.models()},
             'energy_source': meter.source,
             'energy': 'measured' if meter.measured else 'estimated',
+            'energy_read_errors': meter.read_errors,
+            'energy_last_read_error': meter.last_read_error,
             'pending_frames': self._server.pending(), 'tenants': ', '.join(self._tenants),
             **self._server_services.diagnostic_values(),
             'frames_failed': server.frames_failed, 'last_error': server.last_error,

@@ -49,6 +49,9 @@ class EnergyMeter(abc.ABC):
     source: str = ''
     #: True when read from hardware, False when estimated from a model
     measured: bool = False
+    #: reads of the hardware that failed (each kept the last good value), and the last failure
+    read_errors: int = 0
+    last_read_error: str = ''
 
     @abc.abstractmethod
     def read(self) -> EnergyReading:
@@ -89,7 +92,8 @@ class _SysfsFile:
             raise
 
     def read(self) -> float:
-        return float(os.pread(self._fd, 64, 0).split()[0]) * self.scale
+        self.last = float(os.pread(self._fd, 64, 0).split()[0]) * self.scale
+        return self.last
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -133,7 +137,17 @@ class _SysfsMeter(EnergyMeter):
         self._per_stage_mj = 0.0  # energy charged to each stage computing, so far
 
     def read(self) -> EnergyReading:
-        return EnergyReading(time.perf_counter(), tuple(f.read() for f in self._files))
+        return EnergyReading(time.perf_counter(), tuple(map(self._value, self._files)))
+
+    def _value(self, sysfs_file: _SysfsFile) -> float:
+        try:
+            return sysfs_file.read()
+        except (OSError, ValueError, IndexError) as error:
+            # A failed read (a driver's EIO, a garbled value) must not fail the frame: the
+            # last good value stands, and a counter's next good read catches up.
+            self.read_errors += 1
+            self.last_read_error = f'{sysfs_file.path}: {error}'
+            return sysfs_file.last
 
     def stage_start(self, threads: int) -> float:
         with self._stages_lock:
