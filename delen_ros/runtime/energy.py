@@ -456,6 +456,13 @@ class PowerModel(EnergyMeter):
         cpu_s = max(end.values[channel] - start.values[channel], 0.0)
         return self.cpu_watts(threads) * cpu_s * 1e3  # W x ms = mJ
 
+    def stage_start(self, threads: int) -> Tuple[int, float]:
+        return threads, self.cpu_clock(threads)()  # one clock: a stage is read twice
+
+    def stage_mj(self, mark: Tuple[int, float]) -> float:
+        threads, start_s = mark
+        return self.cpu_watts(threads) * max(self.cpu_clock(threads)() - start_s, 0.0) * 1e3
+
 
 def detect_meter(root: Union[str, Path] = '/', *,
                  platform: Union[str, Path, None] = None) -> EnergyMeter:
