@@ -120,6 +120,12 @@ def test_compressed_yuv422_and_bayer_streams_are_as_accurate_as_raw_mono8(server
     images, labels = fashion_mnist.load('test')
     streams = Streams()
     try:
+        # The server follows its publishers to reliable by subscribing anew: a frame sent
+        # before that may go with the old subscription, so the stream starts after it.
+        followed = wait_for(lambda: all(
+            (_tenant_values(streams, t) or {}).get('input_reliability') == 'reliable'
+            for t in STREAMS), 60.0, interval=0.1)
+        assert followed, {t: _tenant_values(streams, t) for t in STREAMS}
         # Wait until every stream is connected: the first frame is answered on all five.
         first = wait_for(lambda: (streams.publish(-1, images[0]) or True) and all(
             streams.answered(t) for t in STREAMS), 60.0, interval=0.5)
