@@ -8,7 +8,7 @@ import time
 
 from delen_ros.engine import fashion_mnist
 from delen_ros.runtime import Goal, InferenceServer, Plan, Policy
-from delen_ros.runtime.policies import register_policy
+from delen_ros.runtime.policies import available_cores, register_policy, thread_counts_left
 from delen_ros.runtime.priority import apply_priority, parse_priority, PriorityError
 from delen_ros.runtime.scheduler import Request
 import pytest
@@ -65,6 +65,21 @@ class FaultyPlanPolicy(Policy):
 
     def should_stop(self, status):
         return True
+
+
+@register_policy
+class ThreadsSeenPolicy(Policy):
+    """Plans the final exit with the most threads offered; keeps what each plan was offered."""
+
+    name = 'test_threads_seen'
+    offered = []
+
+    def plan(self, context):
+        self.offered.append(tuple(context.thread_counts))
+        return Plan(threads=max(context.thread_counts), target_exit=3)
+
+    def should_stop(self, status):
+        return False
 
 
 def _finals(server, count, timeout=60):
@@ -376,6 +391,33 @@ def test_a_second_worker_serves_the_frames_one_cannot_answer_in_time(make_server
     assert not any(thread.is_alive() for thread in workers) and not server.serving
     helpers = server.helpers_busy_time  # one busy turn per job the second worker ran
     assert helpers.turns == server.helper_jobs and helpers.wall_ms > 0.0
+
+
+def test_thread_counts_left_beside_running_jobs():
+    assert thread_counts_left((1, 2), cores=2, busy=0) == (1, 2)
+    assert thread_counts_left((1, 2), cores=2, busy=1) == (1,)
+    assert thread_counts_left((1, 2), cores=2, busy=2) == (1,)  # the least stays
+    assert thread_counts_left((1, 2, 4), cores=8, busy=4) == (1, 2, 4)
+    assert thread_counts_left((2, 4), cores=4, busy=3) == (2,)
+
+
+def test_a_job_planned_beside_another_gets_only_the_cores_left(make_server, images):
+    # Two workers on two cores: a plan made while the other worker computes a job is offered
+    # one thread, so the two jobs do not ask for more threads than there are cores.
+    ThreadsSeenPolicy.offered.clear()
+    server = make_server(workers=2, max_batch=1)
+    for tenant in ('a', 'b', 'c', 'd'):
+        server.add_tenant(tenant, goal=Goal.latency(25.0), policy='test_threads_seen',
+                          on_infeasible='serve_first_exit')
+    for number in range(8):
+        server.submit('abcd'[number % 4], images[number])
+    server.start()
+    answers = _finals(server, 8)
+    assert len(answers) == 8 and server.helper_jobs >= 1
+    offered = ThreadsSeenPolicy.offered
+    assert offered and all(counts in ((1, 2), (1,)) for counts in offered), offered
+    if available_cores() == 2:  # the shipped profile's counts are 1 and 2
+        assert (1,) in offered, offered
 
 
 def test_only_the_first_worker_takes_frames_from_the_source(make_server, images):

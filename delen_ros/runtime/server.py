@@ -36,7 +36,8 @@ from .executor import Execution, Job, Row
 from .goals import Goal, GoalError, parse_goal
 from .models import load_served_model, ModelInfo, ServedModel
 from .models import model_name as _model_name
-from .policies import make_policy, Outcome, Plan, Policy, PolicyError, RequestContext
+from .policies import (available_cores, make_policy, Outcome, Plan, Policy, PolicyError,
+                       RequestContext, thread_counts_left)
 from .priority import apply_priority, parse_priority
 from .scheduler import EdfScheduler, Request, ShareLedger
 from .stats import StatsSnapshot, TenantStats
@@ -324,6 +325,7 @@ class InferenceServer:
         self._fatal: Optional[str] = None
         self.max_batch = int(max_batch)
         self.workers = int(workers)
+        self._cores = available_cores()
         self.helper_jobs = 0  # jobs run by workers other than the first
         self.cpu_priority = cpu_priority
         self.priority_report: Optional[str] = None
@@ -1193,10 +1195,14 @@ class InferenceServer:
         energy_budget = _INF if goal.energy_mj is None else goal.energy_mj
         models = tenant.models
         first = models[0]
+        # Beside a job another worker runs, only the cores it leaves.
+        busy = sum(job.threads for job in self._running)
+        counts = thread_counts_left(first.cost.thread_counts, cores=self._cores, busy=busy)
         context = RequestContext(
             tenant=request.tenant, goal=goal, num_exits=first.num_exits, queue_ms=queue_ms,
             remaining_ms=min(remaining, backlog_ms), energy_budget_mj=energy_budget,
-            default_threads=self.threads, thread_counts=first.cost.thread_counts,
+            default_threads=min(self.threads, max(counts)) if busy else self.threads,
+            thread_counts=counts,
             cost=first.cost, profile=first.profile, reserve_ms=reserve,
             stages=first.executor, models=models)
         row = Row(request, Plan(threads=self.threads), goal, policy.should_stop,

@@ -11,7 +11,7 @@ import pkgutil
 
 from .base import (available_cores, available_policies, make_policy, Outcome,
                    parse_policy_spec, Plan, Policy, PolicyError, register_policy,
-                   RequestContext)
+                   RequestContext, thread_counts_left)
 from .budget import BudgetPolicy
 from .confidence import ConfidencePolicy
 from .static import StaticPolicy
@@ -21,4 +21,4 @@ for _module in pkgutil.iter_modules(__path__):
 
 __all__ = ['BudgetPolicy', 'ConfidencePolicy', 'Outcome', 'Plan', 'Policy', 'PolicyError',
            'RequestContext', 'StaticPolicy', 'available_cores', 'available_policies',
-           'make_policy', 'parse_policy_spec', 'register_policy']
+           'make_policy', 'parse_policy_spec', 'register_policy', 'thread_counts_left']

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import inspect
 import math
 import os
-from typing import Any, ClassVar, Dict, Optional, Tuple, Type, Union
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type, Union
 
 from ..conditions import ExitStatus
 from ..goals import Goal
 
 __all__ = ['Outcome', 'Plan', 'Policy', 'PolicyError', 'RequestContext', 'available_cores',
-           'available_policies', 'make_policy', 'parse_policy_spec', 'register_policy']
+           'available_policies', 'make_policy', 'parse_policy_spec', 'register_policy',
+           'thread_counts_left']
 
 
 def available_cores() -> int:
@@ -27,6 +28,19 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         return os.cpu_count() or 1
+
+
+def thread_counts_left(counts: Sequence[int], *, cores: int, busy: int) -> Tuple[int, ...]:
+    """
+    Return the thread counts that fit the cores left by jobs running with ``busy`` threads.
+
+    A job planned beside another must not count on cores the other computes on (ALERT chooses
+    the resource setting with the model): at least the smallest count stays.
+    """
+    if busy <= 0:
+        return tuple(counts)
+    left = tuple(count for count in counts if count <= cores - busy)
+    return left or (min(counts),)
 
 
 class PolicyError(ValueError):
