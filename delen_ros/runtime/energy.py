@@ -86,7 +86,7 @@ class _SysfsFile:
         self.scale = scale
         self._fd = os.open(path, os.O_RDONLY)
         try:
-            self.read()
+            self.last = self.read()  # the value kept when a later read fails
         except (OSError, ValueError):
             os.close(self._fd)
             raise
@@ -157,10 +157,8 @@ class _SysfsMeter(EnergyMeter):
 
     def stage_mj(self, mark: float) -> float:
         with self._stages_lock:
-            try:
-                self._share_out()
-            finally:
-                self._computing -= 1
+            self._share_out()  # a failed read keeps the last value: it does not raise
+            self._computing -= 1
             energy = self._per_stage_mj - mark
             if not self._computing:
                 self._per_stage_mj = 0.0  # no mark is outstanding
