@@ -32,6 +32,7 @@ Run it where rclpy is importable: `source tools/env.sh` (or `./delen shell`) fir
 
 import argparse
 import collections
+import contextlib
 from dataclasses import dataclass
 import json
 import os
@@ -189,6 +190,7 @@ class Answer:
     deadline_ms: float
     frame: str
     received_s: float
+    threads: int = 0  # intra-op threads of the job (0: the peers, which do not say)
 
 
 def _stamp_ns(header):
@@ -229,7 +231,8 @@ class Receiver:
         answer = Answer((now_ns - _stamp_ns(msg.header)) / 1e6, _arrival_ms(msg, info, now_ns),
                         exit_index,
                         int(msg.class_id) == int(label), float(msg.compute_ms),
-                        float(msg.deadline_ms), msg.header.frame_id, now_ns / 1e9)
+                        float(msg.deadline_ms), msg.header.frame_id, now_ns / 1e9,
+                        int(msg.num_threads))
         with self.lock:
             self.answers[msg.tenant, tag].append(answer)
 
@@ -473,7 +476,8 @@ def _p(values, q):
 
 def detail_table(results, rows):
     lines = ['| row | system | phase | answered % | in time % | arrived in time % | p50 ms '
-             '| p99 ms | accuracy % | mean exit |', '|---' * 10 + '|']
+             '| p99 ms | accuracy % | mean exit | 2+ threads % | longest gap ms |',
+             '|---' * 12 + '|']
     for key in rows:
         name, streams = ROWS[key]
         for label, cells in results.items():
@@ -495,10 +499,19 @@ def _detail_line(name, label, phase, c):
     inferred = [a for a in c.answers if a.exit_index >= 0]
     accuracy = 100.0 * _mean([a.correct for a in inferred])
     exits = _mean([a.exit_index for a in inferred])
+    told = [a.threads for a in inferred if a.threads]
+    several = 100.0 * _mean([t > 1 for t in told])
     return (f'| {name} | {label} | {phase} | {_fmt(c.answered_pct())} | '
             f'{_fmt(c.in_time_pct())} | {_fmt(c.arrived_in_time_pct())} | '
             f'{_fmt(_p(latency, 50))} | {_fmt(_p(latency, 99))} | '
-            f'{_fmt(accuracy)} | {_fmt(exits, 2)} |')
+            f'{_fmt(accuracy)} | {_fmt(exits, 2)} | {_fmt(several)} | '
+            f'{_fmt(longest_gap_ms(c.answers), 0)} |')
+
+
+def longest_gap_ms(answers):
+    """Return the longest time between two answers received in a row (a stall shows here)."""
+    times = sorted(a.received_s for a in answers)
+    return max((b - a for a, b in zip(times, times[1:])), default=float('nan')) * 1e3
 
 
 def summary_table(results, rows, share=Cell.in_time_pct):
@@ -545,6 +558,17 @@ def overhead_table(results, floor):
     return lines
 
 
+@contextlib.contextmanager
+def _log_folder(kept):
+    if kept is not None:
+        kept.mkdir(parents=True, exist_ok=True)
+        yield kept
+        print(f'logs kept in {kept}', file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory(prefix='bench_sbs_') as folder:
+        yield Path(folder)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--frames', type=int, default=300,
@@ -567,6 +591,9 @@ def main(argv=None):
                              'max_batch=1 or policy=budget,max_batch=1; a tenant parameter is '
                              'set for every tenant (skipped when the server has no such '
                              'parameter)')
+    parser.add_argument('--keep-logs', type=Path, default=None, metavar='DIR',
+                        help="keep every system's log and parameter file in DIR (created); "
+                             'by default they go with a temporary folder')
     parser.add_argument('--streams', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.streams:
@@ -578,8 +605,7 @@ def main(argv=None):
     exit_accuracy = load_checkpoint().metrics.get('exit_accuracy', [])
     receiver = Receiver(labels)
     results = {}
-    with tempfile.TemporaryDirectory(prefix='bench_sbs_') as folder:
-        folder = Path(folder)
+    with _log_folder(args.keep_logs) as folder:
         systems = [*(peer_system(1, run_network=False) for s in args.systems if s == 'floor'),
                    *(peer_system(0) for s in args.systems if s == 'peer'),
                    *(peer_system(1) for s in args.systems if s == 'peer1'),

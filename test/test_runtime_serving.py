@@ -10,6 +10,7 @@ from delen_ros.engine import fashion_mnist
 from delen_ros.runtime import Goal, InferenceServer, Plan, Policy
 from delen_ros.runtime.policies import available_cores, register_policy, thread_counts_left
 from delen_ros.runtime.priority import apply_priority, parse_priority, PriorityError
+from delen_ros.runtime.run_queue import RunQueue
 from delen_ros.runtime.scheduler import Request
 import pytest
 
@@ -418,6 +419,54 @@ def test_a_job_planned_beside_another_gets_only_the_cores_left(make_server, imag
     assert offered and all(counts in ((1, 2), (1,)) for counts in offered), offered
     if available_cores() == 2:  # the shipped profile's counts are 1 and 2
         assert (1,) in offered, offered
+
+
+@pytest.fixture
+def cpu_hogs():
+    """One CPU-bound process per core, until the run queues show them all."""
+    cores = available_cores()
+    hogs = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(cores)]
+    try:
+        deadline = time.monotonic() + 30
+        while RunQueue().others(0) < cores:
+            assert time.monotonic() < deadline, 'the CPU-bound processes never showed as runnable'
+            time.sleep(0.01)
+        yield cores
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def test_a_plan_beside_cpu_bound_processes_gets_the_least_threads(
+        make_server, images, cpu_hogs):
+    # More threads than the cores nobody else wants stall at every operator's barrier.
+    ThreadsSeenPolicy.offered.clear()
+    server = make_server(workers=1, max_batch=1)
+    for tenant in ('a', 'b'):
+        server.add_tenant(tenant, goal=Goal.latency(1000.0), policy='test_threads_seen')
+    for number in range(4):
+        server.submit('ab'[number % 2], images[number])
+    server.start()
+    assert len(_finals(server, 4)) == 4
+    counts = server.cost.thread_counts
+    assert ThreadsSeenPolicy.offered == [(min(counts),)] * 4
+    assert server.runnable_elsewhere >= cpu_hogs
+    assert server.plans_narrowed == (4 if len(counts) > 1 else 0)
+
+
+def test_the_run_queue_reads_the_kernels_count(tmp_path):
+    loadavg = tmp_path / 'loadavg'
+    loadavg.write_text('0.36 0.40 0.45 5/345 12345\n')
+    queue = RunQueue(str(loadavg))
+    assert queue.available and queue.runnable() == 5
+    assert queue.others(own=1) == 3  # the caller and one thread of its own left out
+    assert queue.others(own=9) == 0
+    loadavg.write_text('garbled\n')
+    assert queue.others(own=0) == 0 and queue.read_errors == 1
+    queue.close()
+    missing = RunQueue(str(tmp_path / 'none'))
+    assert not missing.available and missing.runnable() is None and missing.others(0) == 0
 
 
 def test_only_the_first_worker_takes_frames_from_the_source(make_server, images):

@@ -68,7 +68,8 @@ SERVER_PARAMETERS = (
                   'tenant names; each has the <tenant>.* parameters', read_only=True),
     ParameterSpec('threads', 'integer', 1,
                   'intra-op threads for policies that do not choose their own (at most the '
-                  'cores this process may use)', 1, available_cores(), 1, read_only=True),
+                  'cores this process may use; fewer while other jobs or processes want '
+                  'them)', 1, available_cores(), 1, read_only=True),
     ParameterSpec('status_period_s', 'double', 1.0,
                   'period of TenantStatus and /diagnostics', 0.1, 10.0, 0.1, read_only=True),
     ParameterSpec('max_image_pixels', 'integer', 4096 * 4096,

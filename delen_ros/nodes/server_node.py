@@ -808,6 +808,8 @@ class ServingCore:
             'idle_task_errors': server.idle_task_errors,
             'workers': server.workers, 'helper_jobs': server.helper_jobs,
             'preemptions': server.preemptions, 'batches': server.batches,
+            'runnable_elsewhere': server.runnable_elsewhere,
+            'plans_narrowed_by_other_tasks': server.plans_narrowed,
             'batched_frames': server.batched_frames,
             'delivery_ms': f'{server.delivery_ms:.2f}',
             'cpu_priority': server.priority_report or server.cpu_priority,

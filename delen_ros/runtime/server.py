@@ -39,6 +39,7 @@ from .models import model_name as _model_name
 from .policies import (available_cores, make_policy, Outcome, Plan, Policy, PolicyError,
                        RequestContext, thread_counts_left)
 from .priority import apply_priority, parse_priority
+from .run_queue import RunQueue
 from .scheduler import EdfScheduler, Request, ShareLedger
 from .stats import StatsSnapshot, TenantStats
 from ..engine import load_checkpoint, LoadedModel
@@ -326,6 +327,9 @@ class InferenceServer:
         self.max_batch = int(max_batch)
         self.workers = int(workers)
         self._cores = available_cores()
+        self.run_queue = RunQueue()
+        self.runnable_elsewhere = 0  # at the last plan: tasks wanting a CPU besides our jobs
+        self.plans_narrowed = 0  # plans offered fewer thread counts for the tasks elsewhere
         self.helper_jobs = 0  # jobs run by workers other than the first
         self.cpu_priority = cpu_priority
         self.priority_report: Optional[str] = None
@@ -1177,6 +1181,20 @@ class InferenceServer:
                 return False
         return True
 
+    def _thread_counts_left(self, counts: Sequence[int]) -> Tuple[int, ...]:
+        """
+        Return the thread counts that fit the cores left free for a new job.
+
+        The other workers' jobs and the tasks runnable elsewhere on the machine take cores:
+        more threads than free cores stall at every operator (run_queue.py).
+        """
+        ours = sum(job.threads for job in self._running)
+        self.runnable_elsewhere = elsewhere = self.run_queue.others(ours)
+        left = thread_counts_left(counts, cores=self._cores, busy=ours + elsewhere)
+        if elsewhere and left != thread_counts_left(counts, cores=self._cores, busy=ours):
+            self.plans_narrowed += 1
+        return left
+
     def _plan(self, request: Request, now: float, backlog_ms: float = _INF) -> Optional[Row]:
         """
         Plan a frame (policy, feasibility); None when it is dropped or fails.
@@ -1195,13 +1213,12 @@ class InferenceServer:
         energy_budget = _INF if goal.energy_mj is None else goal.energy_mj
         models = tenant.models
         first = models[0]
-        # Beside a job another worker runs, only the cores it leaves.
-        busy = sum(job.threads for job in self._running)
-        counts = thread_counts_left(first.cost.thread_counts, cores=self._cores, busy=busy)
+        counts = self._thread_counts_left(first.cost.thread_counts)
+        narrowed = len(counts) < len(first.cost.thread_counts)
         context = RequestContext(
             tenant=request.tenant, goal=goal, num_exits=first.num_exits, queue_ms=queue_ms,
             remaining_ms=min(remaining, backlog_ms), energy_budget_mj=energy_budget,
-            default_threads=min(self.threads, max(counts)) if busy else self.threads,
+            default_threads=min(self.threads, max(counts)) if narrowed else self.threads,
             thread_counts=counts,
             cost=first.cost, profile=first.profile, reserve_ms=reserve,
             stages=first.executor, models=models)

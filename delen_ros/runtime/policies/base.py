@@ -32,10 +32,10 @@ def available_cores() -> int:
 
 def thread_counts_left(counts: Sequence[int], *, cores: int, busy: int) -> Tuple[int, ...]:
     """
-    Return the thread counts that fit the cores left by jobs running with ``busy`` threads.
+    Return the thread counts that fit the cores left by ``busy`` threads computing elsewhere.
 
-    A job planned beside another must not count on cores the other computes on (ALERT chooses
-    the resource setting with the model): at least the smallest count stays.
+    A job must not count on cores another job or process computes on (ALERT chooses the
+    resource setting with the model, for the conditions): at least the smallest count stays.
     """
     if busy <= 0:
         return tuple(counts)
