@@ -3,11 +3,10 @@ How many tasks want a CPU right now, from Linux's run queues (``/proc/loadavg``)
 
 A job with more intra-op threads than the cores nobody else wants stalls at every operator's
 barrier, waiting for a thread the OS gave to another process: beside two CPU-bound processes on
-2 cores, 2 threads ran the network at 18 ms p50 and 226 ms at worst, where 1 thread ran it in
-2.3 ms, as fast as alone (docs/serving_path.md, "A plan counts the other processes' runnable
-tasks"). So the server offers a plan only the thread counts that fit the cores left by its own
-jobs and by the tasks runnable elsewhere (ALERT chooses the resource setting for the
-conditions it sees).
+2 cores, 2 threads ran the network at 14-32 ms p50 and up to 446 ms, where 1 thread ran it in
+2.2-2.7 ms, as fast as alone (``bench/bench_threads_under_load.py``). So the server offers a
+plan only the thread counts that fit the cores left by its own jobs and by the tasks runnable
+elsewhere (ALERT chooses the resource setting for the conditions it sees).
 
 The fourth field of ``/proc/loadavg`` (``running/total``) counts the tasks runnable on the
 whole machine at the moment of the read, the reading thread included; CPU affinity is not
