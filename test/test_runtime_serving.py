@@ -426,13 +426,15 @@ def cpu_hogs():
     """One CPU-bound process per core, until the run queues show them all."""
     cores = available_cores()
     hogs = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(cores)]
+    run_queue = RunQueue()
     try:
         deadline = time.monotonic() + 30
-        while RunQueue().others(0) < cores:
+        while run_queue.others(0) < cores:
             assert time.monotonic() < deadline, 'the CPU-bound processes never showed as runnable'
             time.sleep(0.01)
         yield cores
     finally:
+        run_queue.close()
         for hog in hogs:
             hog.kill()
             hog.wait()
@@ -453,6 +455,22 @@ def test_a_plan_beside_cpu_bound_processes_gets_the_least_threads(
     assert ThreadsSeenPolicy.offered == [(min(counts),)] * 4
     assert server.runnable_elsewhere >= cpu_hogs
     assert server.plans_narrowed == (4 if len(counts) > 1 else 0)
+
+
+@pytest.mark.skipif(available_cores() < 2, reason='needs 2 cores for a 2-thread plan')
+def test_a_job_planned_on_two_threads_goes_on_with_the_cores_left(
+        make_server, images, cpu_hogs):
+    # The plan insists on 2 threads; the stages run with what the other processes leave.
+    server = make_server(workers=1, max_batch=1)
+    for tenant in ('a', 'b'):
+        server.add_tenant(tenant, goal=Goal.latency(1000.0),
+                          policy='static:exit_index=3,threads=2')
+    for number in range(4):
+        server.submit('ab'[number % 2], images[number])
+    server.start()
+    answers = _finals(server, 4)
+    assert [a.threads for a in answers] == [2] * 4  # as planned, for what the policy learns
+    assert server.jobs_narrowed == 4
 
 
 def test_the_run_queue_reads_the_kernels_count(tmp_path):

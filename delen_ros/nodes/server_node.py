@@ -810,6 +810,7 @@ class ServingCore:
             'preemptions': server.preemptions, 'batches': server.batches,
             'runnable_elsewhere': server.runnable_elsewhere,
             'plans_narrowed_by_other_tasks': server.plans_narrowed,
+            'jobs_narrowed_by_other_tasks': server.jobs_narrowed,
             'batched_frames': server.batched_frames,
             'delivery_ms': f'{server.delivery_ms:.2f}',
             'cpu_priority': server.priority_report or server.cpu_priority,

@@ -321,7 +321,8 @@ class Job:
         self.executor = executor
         self.rows = list(rows)
         self.active = list(rows)
-        self.threads = threads
+        self.threads = threads  # as planned: the setting the policy learns about
+        self.run_threads = threads  # what the next stages run with (fewer once cores are taken)
         self.state = executor.network.begin(x)
         self.start = time.perf_counter()
         for row in self.rows:
@@ -364,13 +365,13 @@ class Job:
         active = self.active
         if not active:
             return []
-        self.threads_changed |= apply_threads(self.threads)
+        self.threads_changed |= apply_threads(self.run_threads)
         meter = executor.meter
         heads = [row for row in active if last or self._wants_head(row, index)]
         rows_at = [active.index(row) for row in heads]
         logits = None
         with unlocked():
-            energy_mark = meter.stage_start(self.threads)
+            energy_mark = meter.stage_start(self.run_threads)
             before = time.perf_counter()
             try:
                 with torch.inference_mode():  # nothing changes unless stage and heads succeed
@@ -388,7 +389,7 @@ class Job:
         share = stage_mj / len(active)
         for row in active:
             row.energy_mj += share
-        executor.learn(index, elapsed, stage_mj, len(active), bool(heads), self.threads)
+        executor.learn(index, elapsed, stage_mj, len(active), bool(heads), self.run_threads)
         finished = []
         for position, row in enumerate(heads):
             try:

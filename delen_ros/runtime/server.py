@@ -330,6 +330,7 @@ class InferenceServer:
         self.run_queue = RunQueue()
         self.runnable_elsewhere = 0  # at the last plan: tasks wanting a CPU besides our jobs
         self.plans_narrowed = 0  # plans offered fewer thread counts for the tasks elsewhere
+        self.jobs_narrowed = 0  # jobs that went on with fewer threads than planned, for them
         self.helper_jobs = 0  # jobs run by workers other than the first
         self.cpu_priority = cpu_priority
         self.priority_report: Optional[str] = None
@@ -944,6 +945,8 @@ class InferenceServer:
                 answered += self._complete(row, job)
             if job.done:
                 return answered
+            if job.run_threads > 1:
+                self._keep_to_free_cores(job)
             try:
                 finished = job.step(unlocked=self._computing)
             except Exception as error:  # noqa: B902 - the batch failed as a whole
@@ -1033,7 +1036,7 @@ class InferenceServer:
 
     def _work_ms(self, work) -> float:
         """Predicted time to finish a job or a queued frame (its whole network, worst case)."""
-        threads = work.threads if isinstance(work, Job) else self.threads
+        threads = work.run_threads if isinstance(work, Job) else self.threads
         executor = work.executor if isinstance(work, Job) else self.executor
         split = executor.split(threads)
         start = work.next_exit if isinstance(work, Job) else 0
@@ -1181,6 +1184,24 @@ class InferenceServer:
                 return False
         return True
 
+    def _keep_to_free_cores(self, job: Job) -> None:
+        """
+        Run a job's next stages with the cores left now, when tasks elsewhere took some.
+
+        Its plan saw the cores free; a process that started since would stall each stage
+        (run_queue.py). The job keeps its planned ``threads`` for what the policy learns.
+        """
+        ours = sum(other.run_threads for other in self._running if other is not job)
+        # The job's own pool threads may still spin from its last stage.
+        elsewhere = self.run_queue.others(ours + job.run_threads - 1)
+        if not elsewhere:
+            return
+        left = thread_counts_left(job.executor.cost.thread_counts, cores=self._cores,
+                                  busy=ours + elsewhere)
+        if max(left) < job.run_threads:
+            job.run_threads = max(left)
+            self.jobs_narrowed += 1
+
     def _thread_counts_left(self, counts: Sequence[int]) -> Tuple[int, ...]:
         """
         Return the thread counts that fit the cores left free for a new job.
@@ -1188,7 +1209,7 @@ class InferenceServer:
         The other workers' jobs and the tasks runnable elsewhere on the machine take cores:
         more threads than free cores stall at every operator (run_queue.py).
         """
-        ours = sum(job.threads for job in self._running)
+        ours = sum(job.run_threads for job in self._running)
         self.runnable_elsewhere = elsewhere = self.run_queue.others(ours)
         left = thread_counts_left(counts, cores=self._cores, busy=ours + elsewhere)
         if elsewhere and left != thread_counts_left(counts, cores=self._cores, busy=ours):
@@ -1356,6 +1377,8 @@ class InferenceServer:
         while not job.done:
             for finished in job.settle():
                 self._complete(finished, job)
+            if job.run_threads > 1 and not job.done:
+                self._keep_to_free_cores(job)
             for finished in job.step() if not job.done else ():
                 self._complete(finished, job)
         if row.final is None:
