@@ -328,7 +328,6 @@ class Job:
         for row in self.rows:
             row.started_s = self.start
         self.stage_ms = []
-        self.split = executor.split(threads)
         self.threads_changed = False
 
     @property
@@ -479,8 +478,9 @@ class Job:
         bound = row.goal.latency_ms
         if bound is None or row.plan.stop_exits is None:
             return True
-        costs = self.executor.cost.setting(self.threads)
-        nominal = self.split.plain_ms[index + 1] + self.split.head_ms[index + 1]
+        costs = self.executor.cost.setting(self.run_threads)
+        split = self.executor.split(self.run_threads)
+        nominal = split.plain_ms[index + 1] + split.head_ms[index + 1]
         left = bound - row.queue_ms - row.reserve_ms - self.elapsed_ms()
         return nominal * costs.latency.mean * self.executor.batch_factor(
             len(self.active)) <= left
