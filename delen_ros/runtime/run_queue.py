@@ -6,7 +6,8 @@ barrier, waiting for a thread the OS gave to another process: beside two CPU-bou
 2 cores, 2 threads ran the network at 14-32 ms p50 and up to 446 ms, where 1 thread ran it in
 2.2-2.7 ms, as fast as alone (``bench/bench_threads_under_load.py``). So the server offers a
 plan only the thread counts that fit the cores left by its own jobs and by the tasks runnable
-elsewhere (ALERT chooses the resource setting for the conditions it sees).
+elsewhere (ALERT chooses the resource setting for the conditions it sees), and a job on more
+threads looks again before each stage.
 
 The fourth field of ``/proc/loadavg`` (``running/total``) counts the tasks runnable on the
 whole machine at the moment of the read, the reading thread included; CPU affinity is not
