@@ -410,8 +410,13 @@ class AppOnlyPolicy(AlertPolicy):
     name = 'app_only'
 
     def candidate_threads(self, context: RequestContext) -> Tuple[int, ...]:
-        """Return the fixed thread count: ``threads`` if given, else the most profiled."""
-        return (self.threads or max(context.thread_counts),)
+        """
+        Return the fixed thread count: ``threads`` if given, else the most profiled.
+
+        Fixed even while other jobs or processes take cores (``context.thread_counts`` then
+        offers fewer): this baseline does not adapt its resources.
+        """
+        return (self.threads or max(context.profile.thread_counts),)
 
 
 @register_policy

@@ -82,7 +82,8 @@ class RequestContext:
 
     ``remaining_ms``: latency budget left after queueing (inf without a deadline);
     ``energy_budget_mj``: the goal's energy bound (inf without one); ``cost``: the shared
-    CostModel (profile corrected by measured latencies); ``thread_counts``: the profiled ones.
+    CostModel (profile corrected by measured latencies); ``thread_counts``: the profiled ones
+    that fit the cores other jobs and processes leave free now (at least the smallest).
     ``profile``, ``cost`` and ``stages`` are those of the first candidate model; ``models``
     holds every model the request may run on (``runtime.models.ServedModel``: name, profile,
     cost, executor), the first one first (ALERT's family of DNNs).
