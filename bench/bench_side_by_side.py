@@ -51,6 +51,7 @@ from bench_ros_roundtrip import (ECHO_IN, ECHO_OUT, percentile, sensor_qos, serv
 from delen_ros.engine import fashion_mnist, load_checkpoint
 from delen_ros.imaging import fill_image
 from delen_ros.msg import InferenceResult
+from diagnostic_msgs.msg import DiagnosticArray
 from plain_peer_node import input_topic, result_topic
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -216,6 +217,10 @@ class Receiver:
             self.node.create_subscription(InferenceResult, result_topic(tenant),
                                           self._result_callback, QoSProfile(depth=100))
         self.node.create_subscription(Image, ECHO_OUT, self._echo_callback, sensor_qos())
+        self.node.create_subscription(DiagnosticArray, '/diagnostics',
+                                      self._diagnostics_callback, 10)
+        self.server_values: Dict[str, str] = {}
+        self.server_values_at = 0.0
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -244,6 +249,23 @@ class Receiver:
                 Answer((now_ns - _stamp_ns(msg.header)) / 1e6, _arrival_ms(msg, info, now_ns),
                        -1, False, 0.0, 0.0,
                        msg.header.frame_id, now_ns / 1e9))
+
+    def _diagnostics_callback(self, msg):
+        for status in msg.status:
+            if status.name == 'delen_server':
+                with self.lock:
+                    self.server_values = {kv.key: kv.value for kv in status.values}
+                    self.server_values_at = time.monotonic()
+
+    def server_counters(self, after, timeout=3.0):
+        """Return the server's /diagnostics values published after ``after`` (None: none came)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.server_values_at > after:
+                    return dict(self.server_values)
+            time.sleep(0.05)
+        return None
 
     def of(self, tenant, tag):
         with self.lock:
@@ -407,7 +429,7 @@ def cell(receiver, streams, tag, published):
 
 def measure_system(system, rows, streams_process, receiver, args, log_path, *, prefix):
     """Run every row's phases, and the 25 Hz overhead row, against one system."""
-    tags = {}
+    tags, counters = {}, {}
     with open(log_path, 'w') as log:
         process = start_process(list(system.command), log)
         try:
@@ -417,6 +439,7 @@ def measure_system(system, rows, streams_process, receiver, args, log_path, *, p
                 warm_up(streams_process, receiver, streams, system, f'{prefix}{key}/warm',
                         args.warmup_s)
                 seconds = args.frames * args.scale / max(s.rate_hz for s in streams)
+                before = _counters_now(system, receiver)
                 for phase in PHASES:
                     tag = f'{prefix}{key}/{phase}'
                     if phase == 'contention':
@@ -424,6 +447,9 @@ def measure_system(system, rows, streams_process, receiver, args, log_path, *, p
                             tags[key, phase] = tag, streams_process.run(tag, seconds)
                     else:
                         tags[key, phase] = tag, streams_process.run(tag, seconds)
+                    after = _counters_now(system, receiver)
+                    counters[key, phase] = _changes(before, after)
+                    before = after
             _, streams = FLOOR_ROW
             streams_process.set_streams(streams)
             warm_up(streams_process, receiver, streams, system, f'{prefix}floor/warm',
@@ -440,7 +466,28 @@ def measure_system(system, rows, streams_process, receiver, args, log_path, *, p
     for (key, phase), (tag, published) in tags.items():
         streams = FLOOR_ROW[1] if key == 'floor' else ROWS[key][1]
         cells[key, phase] = cell(receiver, streams, tag, published)
-    return cells
+    return cells, counters
+
+
+# What the server counts in /diagnostics, reported per row and phase as changes.
+COUNTERS = ('helper_jobs', 'plans_narrowed_by_other_tasks', 'jobs_narrowed_by_other_tasks',
+            'batches', 'preemptions', 'frames_failed')
+
+
+def _counters_now(system, receiver):
+    """Return the server's counters published after now (None: a peer, or none came)."""
+    if not system.bound_from_qos:
+        return None
+    values = receiver.server_counters(after=time.monotonic())
+    if values is None:
+        return None
+    return {name: int(values[name]) for name in COUNTERS if name in values}
+
+
+def _changes(before, after):
+    if before is None or after is None:
+        return {}
+    return {name: after[name] - before[name] for name in after if name in before}
 
 
 def measure_floor(streams_process, receiver, args, log_path):
@@ -506,6 +553,22 @@ def _detail_line(name, label, phase, c):
             f'{_fmt(_p(latency, 50))} | {_fmt(_p(latency, 99))} | '
             f'{_fmt(accuracy)} | {_fmt(exits, 2)} | {_fmt(several)} | '
             f'{_fmt(longest_gap_ms(c.answers), 0)} |')
+
+
+def counter_table(counted, rows):
+    """Markdown lines of the servers' counter changes per row and phase (none: no lines)."""
+    lines = []
+    for label, counters in counted.items():
+        for key in rows:
+            for phase in PHASES:
+                changes = counters.get((key, phase))
+                if changes:
+                    lines.append(f'| {ROWS[key][0]} | {label} | {phase} | ' + ' | '.join(
+                        str(changes.get(name, '–')) for name in COUNTERS) + ' |')
+    if not lines:
+        return []
+    return ['| row | system | phase | ' + ' | '.join(COUNTERS) + ' |',
+            '|---' * (3 + len(COUNTERS)) + '|'] + lines
 
 
 def longest_gap_ms(answers):
@@ -604,7 +667,7 @@ def main(argv=None):
     _, labels = fashion_mnist.load('test')
     exit_accuracy = load_checkpoint().metrics.get('exit_accuracy', [])
     receiver = Receiver(labels)
-    results = {}
+    results, counted = {}, {}
     with _log_folder(args.keep_logs) as folder:
         systems = [*(peer_system(1, run_network=False) for s in args.systems if s == 'floor'),
                    *(peer_system(0) for s in args.systems if s == 'peer'),
@@ -632,7 +695,7 @@ def main(argv=None):
                 for number, system in enumerate(systems):
                     print(f'[{time.monotonic() - started:5.0f} s] {system.label}',
                           file=sys.stderr, flush=True)
-                    results[system.label] = measure_system(
+                    results[system.label], counted[system.label] = measure_system(
                         system, args.rows, streams_process, receiver, args,
                         folder / f'system_{number}.log', prefix=f'{number}:')
             finally:
@@ -657,6 +720,10 @@ def main(argv=None):
     print('\nPer row and phase (in time and answered: % of frames published; latency, '
           'accuracy and exit: of the answers):\n')
     print('\n'.join(detail_table(results, args.rows)))
+    counter_lines = counter_table(counted, args.rows)
+    if counter_lines:
+        print("\nThe server's counters over each phase (changes in its /diagnostics):\n")
+        print('\n'.join(counter_lines))
     print(f'\nServing-path overhead, {FLOOR_ROW[0]}, one stream, ms (floor: {len(floor)} of '
           f'{floor_sent} echoed):\n')
     print('\n'.join(overhead_table(results, floor)))
