@@ -14,11 +14,11 @@ Usage: bench/bench_threads_under_load.py [--frames N] [--gap-ms MS] [--threads T
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 from delen_ros.engine import fashion_mnist, load_checkpoint
+from delen_ros.evaluation.load import CpuLoad
 from delen_ros.imaging import ModelInputTransform
 from delen_ros.runtime.run_queue import RunQueue
 import torch
@@ -64,17 +64,12 @@ def main(argv=None):
     for threads in args.threads:
         print(row('calm', threads, *time_frames(network, frames, threads, args.gap_ms / 1e3,
                                                 run_queue)), flush=True)
-    hogs = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(cores)]
-    try:
+    with CpuLoad(workers=cores, max_seconds=600.0):
         time.sleep(0.5)  # let them reach the run queues
         for threads in args.threads:
             print(row('contention', threads, *time_frames(network, frames, threads,
                                                           args.gap_ms / 1e3, run_queue)),
                   flush=True)
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
     return 0
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 from delen_ros.engine import fashion_mnist
+from delen_ros.evaluation.load import CpuLoad
 from delen_ros.runtime import Goal, InferenceServer, Plan, Policy
 from delen_ros.runtime.policies import available_cores, register_policy, thread_counts_left
 from delen_ros.runtime.priority import apply_priority, parse_priority, PriorityError
@@ -423,21 +424,16 @@ def test_a_job_planned_beside_another_gets_only_the_cores_left(make_server, imag
 
 @pytest.fixture
 def cpu_hogs():
-    """One CPU-bound process per core, until the run queues show them all."""
+    """One CPU-bound process per core, once the run queues show them all."""
     cores = available_cores()
-    hogs = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(cores)]
     run_queue = RunQueue()
-    try:
+    with CpuLoad(workers=cores, max_seconds=120.0):
         deadline = time.monotonic() + 30
         while run_queue.others(0) < cores:
             assert time.monotonic() < deadline, 'the CPU-bound processes never showed as runnable'
             time.sleep(0.01)
         yield cores
-    finally:
-        run_queue.close()
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
+    run_queue.close()
 
 
 def test_a_plan_beside_cpu_bound_processes_gets_the_least_threads(

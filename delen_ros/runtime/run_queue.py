@@ -25,7 +25,6 @@ class RunQueue:
     """Reads the number of runnable tasks on the machine; cheap enough for every plan (~2 µs)."""
 
     def __init__(self, path: str = '/proc/loadavg') -> None:
-        self.path = path
         self.read_errors = 0
         try:  # unbuffered: every read is the kernel's count now; closed with the object
             self._file: Optional[io.FileIO] = io.FileIO(path, 'r')

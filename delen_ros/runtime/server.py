@@ -1184,16 +1184,26 @@ class InferenceServer:
                 return False
         return True
 
+    def _cores_taken(self, job: Optional[Job] = None) -> Tuple[int, int]:
+        """
+        Return the threads of our running jobs besides ``job``, and the tasks runnable elsewhere.
+
+        More threads than free cores stall at every operator (run_queue.py). The run queues
+        count the reading thread, and ``job``'s own pool threads, which may still spin after
+        its last stage.
+        """
+        ours = sum(other.run_threads for other in self._running if other is not job)
+        spinning = job.run_threads - 1 if job is not None else 0
+        return ours, self.run_queue.others(ours + spinning)
+
     def _keep_to_free_cores(self, job: Job) -> None:
         """
         Run a job's next stages with the cores left now, when tasks elsewhere took some.
 
-        Its plan saw the cores free; a process that started since would stall each stage
-        (run_queue.py). The job keeps its planned ``threads`` for what the policy learns.
+        Its plan saw the cores free; a process started since would stall each stage. The job
+        keeps its planned ``threads`` for what the policy learns.
         """
-        ours = sum(other.run_threads for other in self._running if other is not job)
-        # The job's own pool threads may still spin from its last stage.
-        elsewhere = self.run_queue.others(ours + job.run_threads - 1)
+        ours, elsewhere = self._cores_taken(job)
         if not elsewhere:
             return
         left = thread_counts_left(job.executor.cost.thread_counts, cores=self._cores,
@@ -1203,14 +1213,9 @@ class InferenceServer:
             self.jobs_narrowed += 1
 
     def _thread_counts_left(self, counts: Sequence[int]) -> Tuple[int, ...]:
-        """
-        Return the thread counts that fit the cores left free for a new job.
-
-        The other workers' jobs and the tasks runnable elsewhere on the machine take cores:
-        more threads than free cores stall at every operator (run_queue.py).
-        """
-        ours = sum(job.run_threads for job in self._running)
-        self.runnable_elsewhere = elsewhere = self.run_queue.others(ours)
+        """Return the thread counts that fit the cores left free for a new job."""
+        ours, elsewhere = self._cores_taken()
+        self.runnable_elsewhere = elsewhere
         left = thread_counts_left(counts, cores=self._cores, busy=ours + elsewhere)
         if elsewhere and left != thread_counts_left(counts, cores=self._cores, busy=ours):
             self.plans_narrowed += 1
