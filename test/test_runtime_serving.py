@@ -11,7 +11,7 @@ from delen_ros.evaluation.load import CpuLoad
 from delen_ros.runtime import Goal, InferenceServer, Plan, Policy
 from delen_ros.runtime.policies import available_cores, register_policy, thread_counts_left
 from delen_ros.runtime.priority import apply_priority, parse_priority, PriorityError
-from delen_ros.runtime.run_queue import RunQueue
+from delen_ros.runtime.run_queue import FreeCores, RunQueue
 from delen_ros.runtime.scheduler import Request
 import pytest
 
@@ -449,8 +449,8 @@ def test_a_plan_beside_cpu_bound_processes_gets_the_least_threads(
     assert len(_finals(server, 4)) == 4
     counts = server.cost.thread_counts
     assert ThreadsSeenPolicy.offered == [(min(counts),)] * 4
-    assert server.runnable_elsewhere >= cpu_hogs
-    assert server.plans_narrowed == (4 if len(counts) > 1 else 0)
+    assert server.free_cores.runnable_elsewhere >= cpu_hogs
+    assert server.free_cores.plans_narrowed == (4 if len(counts) > 1 else 0)
 
 
 @pytest.mark.skipif(available_cores() < 2, reason='needs 2 cores for a 2-thread plan')
@@ -466,7 +466,7 @@ def test_a_job_planned_on_two_threads_goes_on_with_the_cores_left(
     server.start()
     answers = _finals(server, 4)
     assert [a.threads for a in answers] == [2] * 4  # as planned, for what the policy learns
-    assert server.jobs_narrowed == 4
+    assert server.free_cores.jobs_narrowed == 4
 
 
 def test_the_run_queue_reads_the_kernels_count(tmp_path):
@@ -702,3 +702,26 @@ def test_while_queues_overflow_frames_with_less_time_than_a_frame_period_give_wa
     now[0] += 1.5
     assert server.submit('camera', images[5], stamp_s=now[0])
     assert server.pending('camera') == 3 and server.stats('camera').dropped_queue == 3
+
+
+def test_free_cores_narrow_plans_and_running_jobs_for_the_tasks_elsewhere(tmp_path):
+    loadavg = tmp_path / 'loadavg'
+
+    def runnable(count):
+        loadavg.write_text(f'0.36 0.40 0.45 {count}/345 12345\n')
+
+    runnable(1)  # the reader alone
+    free = FreeCores(2, RunQueue(str(loadavg)))
+    assert free.for_plan((1, 2), ours=0) == (1, 2) and free.plans_narrowed == 0
+    runnable(2)  # our other job's thread: it narrows the plan, but is not counted
+    assert free.for_plan((1, 2), ours=1) == (1,) and free.plans_narrowed == 0
+    runnable(3)  # two tasks elsewhere
+    assert free.for_plan((1, 2), ours=0) == (1,)
+    assert free.plans_narrowed == 1 and free.runnable_elsewhere == 2
+    runnable(2)  # a 2-thread job's own pool thread is not another task
+    assert free.for_next_stage((1, 2), 2, ours=0) == 2 and free.jobs_narrowed == 0
+    runnable(4)
+    assert free.for_next_stage((1, 2), 2, ours=0) == 1 and free.jobs_narrowed == 1
+    assert free.for_next_stage((1, 2), 1, ours=0) == 1 and free.jobs_narrowed == 1
+    with pytest.raises(ValueError, match='cores'):
+        FreeCores(0)

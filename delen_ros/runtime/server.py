@@ -37,9 +37,9 @@ from .goals import Goal, GoalError, parse_goal
 from .models import load_served_model, ModelInfo, ServedModel
 from .models import model_name as _model_name
 from .policies import (available_cores, make_policy, Outcome, Plan, Policy, PolicyError,
-                       RequestContext, thread_counts_left)
+                       RequestContext)
 from .priority import apply_priority, parse_priority
-from .run_queue import RunQueue
+from .run_queue import FreeCores
 from .scheduler import EdfScheduler, Request, ShareLedger
 from .stats import StatsSnapshot, TenantStats
 from ..engine import load_checkpoint, LoadedModel
@@ -326,11 +326,7 @@ class InferenceServer:
         self._fatal: Optional[str] = None
         self.max_batch = int(max_batch)
         self.workers = int(workers)
-        self._cores = available_cores()
-        self.run_queue = RunQueue()
-        self.runnable_elsewhere = 0  # at the last plan: tasks wanting a CPU besides our jobs
-        self.plans_narrowed = 0  # plans offered fewer thread counts for the tasks elsewhere
-        self.jobs_narrowed = 0  # jobs that went on with fewer threads than planned, for them
+        self.free_cores = FreeCores(available_cores())
         self.helper_jobs = 0  # jobs run by workers other than the first
         self.cpu_priority = cpu_priority
         self.priority_report: Optional[str] = None
@@ -1184,42 +1180,19 @@ class InferenceServer:
                 return False
         return True
 
-    def _cores_taken(self, job: Optional[Job] = None) -> Tuple[int, int]:
-        """
-        Return the threads of our running jobs besides ``job``, and the tasks runnable elsewhere.
-
-        More threads than free cores stall at every operator (run_queue.py). The run queues
-        count the reading thread, and ``job``'s own pool threads, which may still spin after
-        its last stage.
-        """
-        ours = sum(other.run_threads for other in self._running if other is not job)
-        spinning = job.run_threads - 1 if job is not None else 0
-        return ours, self.run_queue.others(ours + spinning)
+    def _threads_running(self, besides: Optional[Job] = None) -> int:
+        """Return the threads our running jobs compute on, ``besides``'s left out."""
+        return sum(job.run_threads for job in self._running if job is not besides)
 
     def _keep_to_free_cores(self, job: Job) -> None:
         """
-        Run a job's next stages with the cores left now, when tasks elsewhere took some.
+        Run a job's next stages with the cores left now (run_queue.py).
 
-        Its plan saw the cores free; a process started since would stall each stage. The job
-        keeps its planned ``threads`` for what the policy learns.
+        The job keeps its planned ``threads`` for what the policy learns.
         """
-        ours, elsewhere = self._cores_taken(job)
-        if not elsewhere:
-            return
-        left = thread_counts_left(job.executor.cost.thread_counts, cores=self._cores,
-                                  busy=ours + elsewhere)
-        if max(left) < job.run_threads:
-            job.run_threads = max(left)
-            self.jobs_narrowed += 1
-
-    def _thread_counts_left(self, counts: Sequence[int]) -> Tuple[int, ...]:
-        """Return the thread counts that fit the cores left free for a new job."""
-        ours, elsewhere = self._cores_taken()
-        self.runnable_elsewhere = elsewhere
-        left = thread_counts_left(counts, cores=self._cores, busy=ours + elsewhere)
-        if elsewhere and left != thread_counts_left(counts, cores=self._cores, busy=ours):
-            self.plans_narrowed += 1
-        return left
+        job.run_threads = self.free_cores.for_next_stage(
+            job.executor.cost.thread_counts, job.run_threads,
+            ours=self._threads_running(besides=job))
 
     def _plan(self, request: Request, now: float, backlog_ms: float = _INF) -> Optional[Row]:
         """
@@ -1239,7 +1212,8 @@ class InferenceServer:
         energy_budget = _INF if goal.energy_mj is None else goal.energy_mj
         models = tenant.models
         first = models[0]
-        counts = self._thread_counts_left(first.cost.thread_counts)
+        counts = self.free_cores.for_plan(first.cost.thread_counts,
+                                          ours=self._threads_running())
         narrowed = len(counts) < len(first.cost.thread_counts)
         context = RequestContext(
             tenant=request.tenant, goal=goal, num_exits=first.num_exits, queue_ms=queue_ms,
