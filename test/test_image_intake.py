@@ -1,6 +1,11 @@
-"""Counting the frames a publisher sent that the server never took (sequence-number gaps)."""
+"""The worker's intake: the frames a publisher sent that it never took, and its wake-up."""
 
-from delen_ros.nodes.image_intake import sequence_gap
+from delen_ros.nodes.image_intake import ImageIntake, sequence_gap
+from node_harness import wait_for
+import pytest
+import rclpy
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
 
 
 def _info(number, gid=b'camera'):
@@ -37,3 +42,38 @@ def test_publishers_that_come_and_go_are_forgotten():
     for index in range(1000):
         sequence_gap(sequences, _info(1, index.to_bytes(16, 'big')))
     assert len(sequences) <= 64
+
+
+@pytest.fixture
+def context():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+def test_the_first_frame_after_a_wait_times_the_wake_up_and_no_other(context):
+    # The server estimates a subscriber's wake-up for its answer from its own worker's.
+    node = rclpy.create_node('intake_probe', context=context)
+    camera = rclpy.create_node('camera_probe', context=context)
+    intake = ImageIntake(node)
+    taken = []
+    subscription = node.create_subscription(Image, 'frames', lambda msg: None,
+                                            qos_profile_sensor_data, callback_group=intake.group)
+    intake.add(subscription, lambda msg, transport_ms, wake_ms: taken.append(
+        (transport_ms, wake_ms)))
+    publisher = camera.create_publisher(Image, 'frames', qos_profile_sensor_data)
+    assert wait_for(lambda: publisher.get_subscription_count() > 0)
+    frame = Image(height=1, width=1, encoding='mono8', step=1, data=[7])
+
+    publisher.publish(frame)
+    assert wait_for(lambda: intake.wait(0.5) or intake.poll())
+    [(transport_ms, wake_ms)] = taken
+    assert transport_ms is not None and transport_ms >= 0.0
+    assert wake_ms is not None and wake_ms >= 0.0
+    taken.clear()
+    publisher.publish(frame)
+    publisher.publish(frame)
+    assert wait_for(lambda: intake.poll() is not None and len(taken) >= 2)  # never waited
+    assert [wake for _, wake in taken] == [None, None]
+    intake.destroy()

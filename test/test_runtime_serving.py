@@ -312,6 +312,22 @@ def test_latency_includes_the_estimated_delivery(make_server, images):
         answer.queue_ms + answer.compute_ms + answer.delivery_ms)
 
 
+def test_the_delivery_estimate_counts_the_subscribers_wake_up(make_server, images):
+    # A subscriber's wake-up is estimated from the worker's own for frames (same machine):
+    # slow wake-ups (a loaded machine) make every answer reserve more.
+    server = make_server()
+    server.add_tenant('camera', goal=Goal.latency(1000.0), queue_size=100)
+    in_process = server.delivery_ms  # publishing only: no hop, no wake-up measured yet
+    server.submit('camera', images[0], transport_ms=0.5, wake_ms=8.0)
+    assert server.delivery_ms == pytest.approx(in_process + 8.5)  # the first as they are
+    for number in range(1, 60):
+        server.submit('camera', images[number], transport_ms=0.5, wake_ms=2.0)
+    assert in_process + 2.5 < server.delivery_ms < in_process + 3.0  # weighted 0.05 a frame
+    server.start()
+    answers = _finals(server, 60)
+    assert min(answer.delivery_ms for answer in answers) > 2.5
+
+
 def test_the_answers_of_a_batch_count_the_wait_for_those_before_them(make_server, images):
     # Each answer is delivered (here: a slow publish) after the ones before it in its batch;
     # its latency_ms must cover that wait, which its own compute_ms does not.

@@ -47,9 +47,12 @@ class ImageIntake:
     """
     A FrameSource (delen_ros.runtime.server) over a node's image subscriptions.
 
-    ``add(subscription, on_message, on_missed)``: ``on_message(msg, transport_ms)`` runs on
-    the worker for every frame taken; ``transport_ms`` is the middleware's receive time minus
-    the publisher's source time (None when the middleware gives neither). ``on_missed(n)``
+    ``add(subscription, on_message, on_missed)``: ``on_message(msg, transport_ms, wake_ms)``
+    runs on the worker for every frame taken; ``transport_ms`` is the middleware's receive time
+    minus the publisher's source time (None when the middleware gives neither). ``wake_ms``
+    is the time from the middleware's receive time to the take, for the first frame taken after
+    a wait ended (what a waiting subscriber's wake-up costs here, under the load of the moment;
+    None for the other frames, which also waited for the worker's work). ``on_missed(n)``
     runs when a publisher's sequence numbers skip ``n`` frames (the middleware must give
     them: Fast DDS does). ``waited_ms`` keeps the
     last frames' time between reaching this process and being taken. ``taken`` counts frames;
@@ -65,6 +68,7 @@ class ImageIntake:
         self._guard = GuardCondition(None, None, context=node.context)
         self.taken = self.waits = self.wakeups = 0
         self.waited_ms = collections.deque(maxlen=1000)
+        self._after_wait = False  # the next frame taken times the worker's wake-up
 
     def add(self, subscription, on_message: Callable,
             on_missed: Optional[Callable[[int], None]] = None) -> None:
@@ -81,6 +85,7 @@ class ImageIntake:
     def poll(self) -> int:
         """Take every frame ready now and hand it to its callback; return how many."""
         count = 0
+        after_wait, self._after_wait = self._after_wait, False
         for subscription, on_message, on_missed, sequences in self._entries:
             while True:
                 try:
@@ -93,16 +98,19 @@ class ImageIntake:
                     break
                 count += 1
                 msg, info = taken
-                transport = None
+                transport = wake = None
                 source, received = info.get('source_timestamp'), info.get('received_timestamp')
                 if source and received:
                     transport = (received - source) * 1e-6
-                    self.waited_ms.append((time.time_ns() - received) * 1e-6)
+                    waited = (time.time_ns() - received) * 1e-6
+                    self.waited_ms.append(waited)
+                    if after_wait and count == 1:
+                        wake = waited
                 if on_missed is not None:
                     missed = sequence_gap(sequences, info)
                     if missed:
                         on_missed(missed)
-                on_message(msg, transport)
+                on_message(msg, transport, wake)
         self.taken += count
         return count
 
@@ -125,6 +133,7 @@ class ImageIntake:
                     wait_set.add_subscription(handle)
                 wait_set.add_guard_condition(guard)
                 wait_set.wait(int(timeout * 1e9))
+            self._after_wait = True
         except Exception:  # noqa: B902 - the context went down under us
             if self._context.ok():
                 raise

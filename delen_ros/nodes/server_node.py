@@ -418,8 +418,8 @@ class ServingCore:
 
     # -- callbacks ---------------------------------------------------------------------------
 
-    def _image_callback(self, io: _TenantIo, msg,
-                        transport_ms: Optional[float] = None) -> None:
+    def _image_callback(self, io: _TenantIo, msg, transport_ms: Optional[float] = None,
+                        wake_ms: Optional[float] = None) -> None:
         """Decode and queue one Image or CompressedImage (on the runtime's worker)."""
         try:
             arrival = self._arrival(io, msg.header.stamp)  # before decoding: it counts too
@@ -427,7 +427,7 @@ class ServingCore:
             self._server.submit(io.name, decoded.pixels, stamp_s=arrival.runtime_stamp_s,
                                 frame_id=msg.header.frame_id, encoding=decoded.encoding,
                                 label=arrival.label, token=msg.header,
-                                transport_ms=transport_ms)
+                                transport_ms=transport_ms, wake_ms=wake_ms)
         except ImageFormatError as error:
             self._server.record_rejected(io.name)
             self._reject(io, f'{error.reason}: {error}')

@@ -62,11 +62,12 @@ class RunQueue:
 
 class FreeCores:
     """
-    The thread counts a job may use: those that fit the cores left by our other jobs and by the
-    tasks runnable elsewhere, read from the run queues at each plan and before each stage.
+    The thread counts a job may use: those that fit the cores nobody else wants.
 
-    ``ours``: the threads of the server's other running jobs. The counters say how often the
-    tasks elsewhere narrowed a plan or a running job (``/diagnostics``).
+    The cores left by our other jobs and by the tasks runnable elsewhere, read from the run
+    queues at each plan and before each stage. ``ours``: the threads of the server's other
+    running jobs. The counters say how often the tasks elsewhere narrowed a plan or a running
+    job (``/diagnostics``).
     """
 
     def __init__(self, cores: int, run_queue: Optional[RunQueue] = None) -> None:

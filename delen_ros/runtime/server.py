@@ -82,17 +82,27 @@ class FrameSource(Protocol):
 
 
 class _Average:
-    """Exponentially weighted mean of recent samples (ms), clipped to a sane range."""
+    """
+    Exponentially weighted mean of recent samples (ms), clipped to a sane range.
 
-    __slots__ = ('value', '_weight', '_high')
+    ``initial`` None: 0 until the first sample, which is taken as it is (a part of the path
+    that may not exist, such as a transport hop for frames given through the API).
+    """
 
-    def __init__(self, initial: float, *, weight: float = 0.05, high: float = 20.0) -> None:
-        self.value = initial
+    __slots__ = ('value', '_weight', '_high', '_seeded')
+
+    def __init__(self, initial: Optional[float], *, weight: float = 0.05,
+                 high: float = 20.0) -> None:
+        self.value = 0.0 if initial is None else initial
         self._weight = weight
         self._high = high
+        self._seeded = initial is not None
 
     def update(self, sample: float) -> None:
         sample = min(max(sample, 0.0), self._high)
+        if not self._seeded:
+            self.value, self._seeded = sample, True
+            return
         self.value += self._weight * (sample - self.value)
 
 
@@ -145,9 +155,10 @@ class InferenceResult:
 
     ``latency_ms = queue_ms + compute_ms + delivery_ms`` runs from the frame's source stamp to
     the answer's receipt; ``delivery_ms`` is the part after the last stage: the wait for the
-    answers of its batch before it (measured), then building and publishing the answer and one
-    transport hop (estimated, learned online). ``token``: what the caller passed with the frame
-    to ``submit`` (e.g. its header).
+    answers of its batch before it (measured), then building and publishing the answer, one
+    transport hop and the subscriber's wake-up (estimated, learned online; no hop or wake-up for
+    frames never measured through a middleware). ``token``: what the caller passed with the
+    frame to ``submit`` (e.g. its header).
     ``deadline_ms`` is None without a latency bound (then ``deadline_met`` is True).
     ``infeasible``: the frame could not meet its bound and was served at the first exit.
     ``correct`` is known when the frame came with a label. ``model``: the model that answered.
@@ -316,7 +327,9 @@ class InferenceServer:
         # batch that finish together are answered one after another: each waits for those
         # before it.
         self._answer_ms = _Average(0.3)
-        self._hop_ms = _Average(0.5)
+        # Measured on frames that came through a middleware; none for frames given in-process.
+        self._hop_ms = _Average(None)
+        self._wake_ms = _Average(None)  # a waiting thread's wake-up, received to taken
         # The worker's time per answered frame outside the network (take, decode, plan, answer).
         self._frame_overhead_ms = _Average(1.0)
         self._overhead_acc_ms = 0.0
@@ -585,7 +598,7 @@ class InferenceServer:
     def submit(self, tenant: str, frame, *, stamp_s: Optional[float] = None,
                frame_id: str = '', encoding: Optional[str] = None,
                label: Optional[int] = None, token: Any = None,
-               transport_ms: Optional[float] = None,
+               transport_ms: Optional[float] = None, wake_ms: Optional[float] = None,
                goal: Union[Goal, str, None] = None) -> bool:
         """
         Queue a frame of a tenant; thread-safe, never blocks on inference.
@@ -597,7 +610,9 @@ class InferenceServer:
         (counted rejected) and KeyError for an unknown tenant. ``token``: anything, handed
         back in the answer's ``token`` (two frames with one stamp keep their own).
         ``transport_ms``: the frame's measured trip from its publisher to this process; the
-        answer's own trip back is estimated from it.
+        answer's own trip back is estimated from it. ``wake_ms``: how long a waiting worker took
+        to take the frame once it reached this process; the subscriber's wake-up for the
+        answer is estimated from it (same machine, same load).
         """
         state = self._tenant(tenant)
         request_goal = None if goal is None else self._checked_goal(goal)
@@ -614,6 +629,8 @@ class InferenceServer:
             raise InputError(f'stamp_s must be finite, got {stamp_s!r}')
         if transport_ms is not None:
             self._hop_ms.update(transport_ms)
+        if wake_ms is not None:
+            self._wake_ms.update(wake_ms)
         config = state.config
         goal = request_goal or config.goal
         deadline = None if goal.latency_ms is None else stamp + goal.latency_ms * 1e-3
@@ -1405,8 +1422,13 @@ class InferenceServer:
 
     @property
     def delivery_ms(self) -> float:
-        """Estimated time from an answer to its receipt: building and publishing it, one hop."""
-        return self._publish_ms.value + self._hop_ms.value
+        """
+        Estimate the time from an answer to its receipt (ms).
+
+        Building and publishing it, one hop, and the subscriber's wake-up (as this process's
+        worker wakes for a frame, under the load of the moment).
+        """
+        return self._publish_ms.value + self._hop_ms.value + self._wake_ms.value
 
 
 def _chosen(models: Tuple[ServedModel, ...], name: str) -> ServedModel:
