@@ -20,6 +20,16 @@ def pytest_configure(config):
     os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 
 
+@pytest.fixture
+def rclpy_context():
+    """Give the test an rclpy context of its own, shut down after it."""
+    import rclpy  # after pytest_configure: the session's domain is set
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
 @pytest.fixture(scope='session')
 def ros_domain_id():
     """ROS_DOMAIN_ID of this test session."""

@@ -2,7 +2,6 @@
 
 from delen_ros.nodes.image_intake import ImageIntake, sequence_gap
 from node_harness import wait_for
-import pytest
 import rclpy
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -44,18 +43,10 @@ def test_publishers_that_come_and_go_are_forgotten():
     assert len(sequences) <= 64
 
 
-@pytest.fixture
-def context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.try_shutdown(context=context)
-
-
-def test_the_first_frame_after_a_wait_times_the_wake_up_and_no_other(context):
+def test_the_first_frame_after_a_wait_times_the_wake_up_and_no_other(rclpy_context):
     # The server estimates a subscriber's wake-up for its answer from its own worker's.
-    node = rclpy.create_node('intake_probe', context=context)
-    camera = rclpy.create_node('camera_probe', context=context)
+    node = rclpy.create_node('intake_probe', context=rclpy_context)
+    camera = rclpy.create_node('camera_probe', context=rclpy_context)
     intake = ImageIntake(node)
     taken = []
     subscription = node.create_subscription(Image, 'frames', lambda msg: None,

@@ -5,28 +5,19 @@ import subprocess
 from delen_ros.nodes.spin import make_executor
 from node_harness import installed_executable
 import pytest
-import rclpy
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
 
-@pytest.fixture
-def context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.try_shutdown(context=context)
-
-
-def test_executables_spin_single_threaded_unless_told(context):
-    assert isinstance(make_executor(context=context), SingleThreadedExecutor)
-    multi = make_executor('multi', num_threads=3, context=context)
+def test_executables_spin_single_threaded_unless_told(rclpy_context):
+    assert isinstance(make_executor(context=rclpy_context), SingleThreadedExecutor)
+    multi = make_executor('multi', num_threads=3, context=rclpy_context)
     assert isinstance(multi, MultiThreadedExecutor)
     multi.shutdown()
 
 
-def test_an_unknown_executor_is_refused(context):
+def test_an_unknown_executor_is_refused(rclpy_context):
     with pytest.raises(ValueError, match="unknown executor 'events'; choose one of single, multi"):
-        make_executor('events', context=context)
+        make_executor('events', context=rclpy_context)
 
 
 def test_an_executable_refuses_an_unknown_executor_before_starting():
