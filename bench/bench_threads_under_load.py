@@ -65,7 +65,8 @@ def main(argv=None):
         print(row('calm', threads, *time_frames(network, frames, threads, args.gap_ms / 1e3,
                                                 run_queue)), flush=True)
     with CpuLoad(workers=cores, max_seconds=600.0):
-        time.sleep(0.5)  # let them reach the run queues
+        if not run_queue.wait_for_others(cores):
+            print('the CPU-bound processes never showed as runnable', file=sys.stderr)
         for threads in args.threads:
             print(row('contention', threads, *time_frames(network, frames, threads,
                                                           args.gap_ms / 1e3, run_queue)),

@@ -444,10 +444,7 @@ def cpu_hogs():
     cores = available_cores()
     run_queue = RunQueue()
     with CpuLoad(workers=cores, max_seconds=120.0):
-        deadline = time.monotonic() + 30
-        while run_queue.others(0) < cores:
-            assert time.monotonic() < deadline, 'the CPU-bound processes never showed as runnable'
-            time.sleep(0.01)
+        assert run_queue.wait_for_others(cores), 'the CPU-bound processes never showed as runnable'
         yield cores
     run_queue.close()
 
@@ -492,11 +489,14 @@ def test_the_run_queue_reads_the_kernels_count(tmp_path):
     assert queue.available and queue.runnable() == 5
     assert queue.others(own=1) == 3  # the caller and one thread of its own left out
     assert queue.others(own=9) == 0
+    assert queue.wait_for_others(4, timeout=0.0)  # already runnable: no wait
+    assert not queue.wait_for_others(5, timeout=0.05)
     loadavg.write_text('garbled\n')
     assert queue.others(own=0) == 0 and queue.read_errors == 1
     queue.close()
     missing = RunQueue(str(tmp_path / 'none'))
     assert not missing.available and missing.runnable() is None and missing.others(0) == 0
+    assert not missing.wait_for_others(1)  # unknown: no wait
 
 
 def test_only_the_first_worker_takes_frames_from_the_source(make_server, images):

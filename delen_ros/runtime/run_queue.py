@@ -16,6 +16,7 @@ looked at. Where the file is missing (not Linux) nothing is counted.
 
 import io
 import os
+import time
 from typing import Optional, Sequence, Tuple
 
 from .policies import thread_counts_left
@@ -53,6 +54,15 @@ class RunQueue:
         """Return the runnable tasks besides the caller and ``own`` threads of its process."""
         runnable = self.runnable()
         return 0 if runnable is None else max(0, runnable - 1 - own)
+
+    def wait_for_others(self, count: int, timeout: float = 30.0) -> bool:
+        """Wait until ``count`` tasks besides the caller are runnable; False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.others(0) < count:
+            if time.monotonic() >= deadline or not self.available:
+                return False
+            time.sleep(0.01)
+        return True
 
     def close(self) -> None:
         """Release the file (idempotent)."""

@@ -958,8 +958,7 @@ class InferenceServer:
                 answered += self._complete(row, job)
             if job.done:
                 return answered
-            if job.run_threads > 1:
-                self._keep_to_free_cores(job)
+            self._keep_to_free_cores(job)
             try:
                 finished = job.step(unlocked=self._computing)
             except Exception as error:  # noqa: B902 - the batch failed as a whole
@@ -1203,13 +1202,14 @@ class InferenceServer:
 
     def _keep_to_free_cores(self, job: Job) -> None:
         """
-        Run a job's next stages with the cores left now (run_queue.py).
+        Run a job's next stages with the cores left now, if it runs on more than one thread.
 
-        The job keeps its planned ``threads`` for what the policy learns.
+        The job keeps its planned ``threads`` for what the policy learns (run_queue.py).
         """
-        job.run_threads = self.free_cores.for_next_stage(
-            job.executor.cost.thread_counts, job.run_threads,
-            ours=self._threads_running(besides=job))
+        if job.run_threads > 1:
+            job.run_threads = self.free_cores.for_next_stage(
+                job.executor.cost.thread_counts, job.run_threads,
+                ours=self._threads_running(besides=job))
 
     def _plan(self, request: Request, now: float, backlog_ms: float = _INF) -> Optional[Row]:
         """
@@ -1373,7 +1373,7 @@ class InferenceServer:
         while not job.done:
             for finished in job.settle():
                 self._complete(finished, job)
-            if job.run_threads > 1 and not job.done:
+            if not job.done:
                 self._keep_to_free_cores(job)
             for finished in job.step() if not job.done else ():
                 self._complete(finished, job)
