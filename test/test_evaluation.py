@@ -9,7 +9,8 @@ from delen_ros.evaluation import (CpuLoad, exit_correctness, GoalChange, Latency
                                   measure_latencies, oracle_run, RateChange, run_policy,
                                   Scenario, summarize, TenantPlan)
 from delen_ros.evaluation.evaluate import pool_runs
-from delen_ros.evaluation.report import comparison_table, default_table, results_table
+from delen_ros.evaluation.report import (comparison_table, default_table, latency_report_line,
+                                         results_table)
 from delen_ros.evaluation.scenarios import builtin_scenarios
 from delen_ros.evaluation.summary import paired_difference, wilson_interval
 from delen_ros.runtime.energy import PowerModel, PowerSetting
@@ -144,6 +145,22 @@ def test_every_frame_is_recorded(real_trace):
     for run in runs.values():
         assert [r.index for r in run.records] == list(range(30))
         assert run.energy_source and not run.energy_measured
+
+
+def test_latency_is_measured_at_the_answer_and_judges_the_deadline(real_trace):
+    runs, _ = real_trace
+    for name in POLICIES:
+        answered = [r for r in runs[name].records if r.answered]
+        assert answered, name
+        for record in answered:
+            # From giving the frame to the callback with its answer: it holds the runtime's
+            # own queue and compute, and the deadline is judged on it alone.
+            assert record.latency_ms >= record.queue_ms + record.compute_ms, name
+            assert record.deadline_met == (record.latency_ms <= record.deadline_ms), name
+            assert math.isfinite(record.reported_latency_ms), name
+    line = latency_report_line(list(runs.values()))
+    assert line.startswith("The runtime's own `latency_ms`") and 'oracle' not in line
+    assert all(name in line for name in POLICIES)
 
 
 def test_app_only_never_changes_threads_and_sys_only_never_changes_exit(real_trace):

@@ -193,6 +193,9 @@ def _write(output: Path, results: Sequence[ScenarioResult], *, table: LatencyTab
              'approximation for mean energy and for differences paired frame by frame '
              '(frames of one run share its load phases, so these intervals are somewhat '
              'optimistic); plots show the first seed',
+             '- latency: measured by the driver, from giving each frame to the callback with '
+             "its answer; deadlines are judged on it (the runtime's own figure is compared "
+             'below each scenario)',
              f'- energy: ESTIMATED from the power model `{platform}` (active W x compute '
              f'time; {", ".join(f"{s.threads} thr {s.active_w:g} W" for s in power.settings)}'
              f', idle {power.idle_w:g} W), not measured', '',
@@ -215,6 +218,9 @@ def _write(output: Path, results: Sequence[ScenarioResult], *, table: LatencyTab
         if scenario.load:
             lines += ['', 'While the CPU load is on:', '',
                       report.results_table(result.runs, loaded=True)]
+        reported = report.latency_report_line(result.runs)
+        if reported:
+            lines += ['', reported]
         probes = [f'{run.policy}: {run.probes}' for run in result.runs if run.probes]
         if probes:
             lines += ['', 'alert_plus probes of stale settings: ' + ', '.join(probes)]

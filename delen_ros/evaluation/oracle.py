@@ -210,7 +210,7 @@ def _record(arrival: Arrival, index: int, label: int, option: _Option,
         energy_bound_mj=goal.energy_mj, loaded=arrival.loaded, answered=True,
         exit_index=option.exit_index, threads=option.threads, latency_ms=option.latency_ms,
         queue_ms=0.0, compute_ms=option.latency_ms, energy_mj=option.energy_mj,
-        deadline_met=met, correct=correct)
+        deadline_met=met, correct=correct, reported_latency_ms=option.latency_ms)
 
 
 def _within(option: _Option, goal) -> bool:

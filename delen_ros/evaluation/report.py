@@ -14,8 +14,8 @@ from .runner import PolicyRun  # noqa: E402
 from .scenarios import Scenario  # noqa: E402
 from .summary import compare, paired_difference, summarize, tenants_of  # noqa: E402
 
-__all__ = ['DEFAULT_POLICY', 'comparison_table', 'default_table', 'plot_bars', 'plot_choices',
-           'plot_latency', 'results_table']
+__all__ = ['DEFAULT_POLICY', 'comparison_table', 'default_table', 'latency_report_line',
+           'plot_bars', 'plot_choices', 'plot_latency', 'results_table']
 
 _REFERENCES = ('oracle', 'oracle_latency', 'app_only', 'sys_only')
 _ORACLES = ('oracle', 'oracle_latency')
@@ -111,6 +111,23 @@ def default_table(runs: Sequence[PolicyRun], default: str = DEFAULT_POLICY) -> s
                      f'{d.energy_pct:+.1f} ± {d.energy_half_pct:.1f} | '
                      f'{d.violation_pp:+.1f} ± {d.violation_half_pp:.1f} | {verdict} |')
     return '\n'.join(lines)
+
+
+def latency_report_line(runs: Sequence[PolicyRun]) -> str:
+    """Return how far each live policy's runtime-reported latency was from the measured one."""
+    parts = []
+    for run in runs:
+        if _name(run) in _ORACLES:
+            continue
+        errors = [r.reported_latency_ms - r.latency_ms for r in run.records
+                  if r.answered and math.isfinite(r.reported_latency_ms)]
+        if errors:
+            low, mid, high = np.percentile(errors, (1, 50, 99))
+            parts.append(f'{_name(run)} {mid:+.2f} ({low:+.2f} / {high:+.2f})')
+    if not parts:
+        return ''
+    return ("The runtime's own `latency_ms` minus the measured latency, ms, median "
+            '(1st / 99th percentile): ' + '; '.join(parts) + '.')
 
 
 def _shade_load(axis, scenario: Scenario) -> None:
