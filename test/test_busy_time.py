@@ -1,9 +1,12 @@
 """BusyTime: the serving thread's turns split into on a CPU, runnable and asleep (no ROS)."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
-from delen_ros.runtime.busy_time import BusyTime
+from delen_ros.runtime.busy_time import BusyTime, compute_clock
 import pytest
 
 
@@ -93,3 +96,32 @@ def test_several_threads_busy_time_adds_up_under_a_prefix():
     values = total.values('helpers')
     assert values['helpers_busy_turns'] == '2' and 'worker_busy_turns' not in values
     assert BusyTime.total([]).values('helpers') == {'helpers_busy_turns': '0'}
+
+
+_PINNED_LOOP = """import os
+os.sched_setaffinity(0, {%d})
+print('pinned', flush=True)
+while True:
+    pass
+"""
+
+
+def test_the_compute_clock_leaves_out_the_time_waiting_for_a_cpu(busy_time):
+    if not busy_time.split:
+        pytest.skip('this OS has no per-thread schedstat')
+    cpus = os.sched_getaffinity(0)
+    cpu = min(cpus)
+    hog = subprocess.Popen([sys.executable, '-c', _PINNED_LOOP % cpu], stdout=subprocess.PIPE,
+                           text=True)
+    try:
+        assert hog.stdout.readline().strip() == 'pinned'
+        os.sched_setaffinity(0, {cpu})  # this thread now shares one core with the loop
+        wall, compute = time.perf_counter(), compute_clock()
+        while time.perf_counter() < wall + 0.3:
+            _python_work(1000)
+        wall, compute = time.perf_counter() - wall, compute_clock() - compute
+    finally:
+        os.sched_setaffinity(0, cpus)
+        hog.kill()
+        hog.wait()
+    assert 0.0 < compute < 0.8 * wall  # the fair share of a core, not the wall time

@@ -46,8 +46,9 @@ class LatencyTable:
     """
     Measured samples per (loaded, threads, exit) of the plain path to that exit.
 
-    ``samples``: wall latency (ms); ``cpu_samples``: CPU time (ms) on the clock the runtime's
-    power model charges (``PowerModel.cpu_clock``), so energies compare with the runtime's.
+    ``samples``: wall latency (ms); ``cpu_samples``: compute time (ms) on the clock the
+    runtime's power model charges (``PowerModel.compute_clock``), so energies compare with the
+    runtime's.
     """
 
     samples: Dict[Tuple[bool, int, int], List[float]]
@@ -117,7 +118,7 @@ def measure_latencies(network, inputs: torch.Tensor, *, thread_counts: Sequence[
             try:
                 for threads in thread_counts:
                     apply_threads(threads)
-                    cpu_clock = PowerModel.cpu_clock(threads)
+                    cpu_clock = PowerModel.compute_clock
                     _time_frame(network, inputs[:1], cpu_clock)  # warm this thread count
                     deadline = time.monotonic() + max_seconds
                     for _ in range(frames):
@@ -192,8 +193,8 @@ def _options(table: LatencyTable, power, loaded: bool, draw: int) -> List[_Optio
                 options.append(_Option(exit_index, threads, math.inf, math.inf))
                 continue
             latency = samples[draw % len(samples)]
-            if hasattr(power, 'cpu_watts'):  # charged by CPU time, as the runtime does
-                energy = power.cpu_watts(threads) * cpu[draw % len(cpu)]
+            if hasattr(power, 'charge_mj'):  # charged by compute time, as the runtime does
+                energy = power.charge_mj(threads, cpu[draw % len(cpu)] * 1e-3)
             else:
                 energy = power.active_w(threads) * latency
             options.append(_Option(exit_index, threads, latency, energy))

@@ -5,10 +5,15 @@ From taking work to going back to wait for frames, the serving thread should be 
 it is not, it is either runnable and waiting for a CPU (the OS gave the core to another thread
 or process) or asleep: waiting for the GIL while another Python thread holds it (the node's
 executor), or blocked in a call. The CPU time comes from ``time.thread_time_ns`` and the time
-runnable on a run queue from Linux's ``/proc/<pid>/task/<tid>/schedstat`` (its CPU-time field
+runnable on a run queue from Linux's ``/proc/thread-self/schedstat`` (its CPU-time field
 is only brought up to date at scheduler ticks, up to a few ms late for a running thread, so it
 is not used); the rest of the wall time is asleep. Where that file is missing the time off the
 CPU is not split.
+
+``compute_clock()`` is the calling thread's wall time less its time waiting for a CPU, read
+without the thread's CPU clock: on Linux, reading that clock brings the scheduler's account of
+the running thread up to date, and a thread whose time slice is used up is then preempted at
+once, in the middle of a frame, where it would have run on to the next tick.
 """
 
 import collections
@@ -17,9 +22,61 @@ import threading
 import time
 from typing import Dict, Iterable, Optional, Tuple
 
-__all__ = ['BusyTime']
+__all__ = ['BusyTime', 'compute_clock']
 
 Mark = Tuple[float, int, Optional[int]]  # wall s, ns on a CPU, ns runnable (None: unknown)
+
+
+class _Schedstat:
+    """The calling thread's schedstat file, open while the thread lives (``_this_thread``)."""
+
+    def __init__(self) -> None:
+        self.last_ns = 0
+        try:
+            self.fd: Optional[int] = os.open('/proc/thread-self/schedstat', os.O_RDONLY)
+            self.run_delay_ns()
+        except (OSError, ValueError, IndexError):
+            self.close()
+
+    def run_delay_ns(self) -> int:
+        """Return the ns the thread has waited runnable for a CPU (raises if unreadable)."""
+        self.last_ns = int(os.pread(self.fd, 128, 0).split()[1])
+        return self.last_ns
+
+    def close(self) -> None:
+        fd, self.fd = getattr(self, 'fd', None), None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_threads = threading.local()
+
+
+def _this_thread() -> _Schedstat:
+    schedstat = getattr(_threads, 'schedstat', None)
+    if schedstat is None:
+        schedstat = _threads.schedstat = _Schedstat()
+    return schedstat
+
+
+def compute_clock() -> float:
+    """
+    Return seconds of the calling thread's wall time not spent waiting for a CPU.
+
+    Time asleep counts; where schedstat is missing this is the wall clock. A failed read keeps
+    the last value, so a stage is never charged the thread's whole past wait.
+    """
+    schedstat = _this_thread()
+    delay_ns = schedstat.last_ns
+    if schedstat.fd is not None:
+        try:
+            delay_ns = schedstat.run_delay_ns()
+        except (OSError, ValueError, IndexError):
+            pass
+    return time.perf_counter() - delay_ns * 1e-9
 
 
 class BusyTime:
@@ -34,7 +91,7 @@ class BusyTime:
 
     def __init__(self, *, schedstat: bool = True) -> None:
         self._use_schedstat = schedstat
-        self._fd: Optional[int] = None
+        self._schedstat: Optional[_Schedstat] = None
         self.turns = 0
         self.wall_ms = 0.0
         self.on_cpu_ms = 0.0
@@ -45,36 +102,25 @@ class BusyTime:
     @property
     def split(self) -> bool:
         """Return True when the time off the CPU is split into runnable and asleep."""
-        return self._fd is not None
+        return self._schedstat is not None
 
     def bind(self) -> None:
         """Watch the calling thread (its schedstat, where the OS has one)."""
         self.unbind()
-        if not self._use_schedstat:
-            return
-        path = f'/proc/{os.getpid()}/task/{threading.get_native_id()}/schedstat'
-        try:
-            self._fd = os.open(path, os.O_RDONLY)
-            self._read()
-        except (OSError, ValueError, IndexError):
-            self.unbind()
+        if self._use_schedstat:
+            schedstat = _this_thread()
+            self._schedstat = schedstat if schedstat.fd is not None else None
 
     def unbind(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def _read(self) -> int:
-        """Return the ns this thread has been runnable, waiting for a CPU."""
-        return int(os.pread(self._fd, 128, 0).split()[1])
+        self._schedstat = None
 
     def mark(self) -> Mark:
         """Read the clocks at the start of a turn."""
         wall, on_cpu = time.perf_counter(), time.thread_time_ns()
-        if self._fd is None:
+        if self._schedstat is None:
             return wall, on_cpu, None
         try:
-            return wall, on_cpu, self._read()
+            return wall, on_cpu, self._schedstat.run_delay_ns()
         except (OSError, ValueError, IndexError):
             self.unbind()
             return wall, on_cpu, None

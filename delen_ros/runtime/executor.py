@@ -174,9 +174,8 @@ class ConditionalExecutor:
         if measured:
             first_reading = last_reading = meter.read()
         else:
-            cpu_clock = meter.cpu_clock(threads)
-            cpu_watts = meter.cpu_watts(threads) * 1e3  # mJ per CPU second
-            first_cpu = last_cpu = cpu_clock()
+            clock = meter.compute_clock
+            first_cpu = last_cpu = clock()
         start = perf_counter()
         status = None
         for index in range(num_exits):
@@ -198,9 +197,9 @@ class ConditionalExecutor:
                 energy = meter.energy_mj(first_reading, reading, threads=threads)
                 last_reading = reading
             else:
-                cpu = cpu_clock()
-                stage_mj = cpu_watts * (cpu - last_cpu)
-                energy = cpu_watts * (cpu - first_cpu)
+                cpu = clock()
+                stage_mj = meter.charge_mj(threads, cpu - last_cpu)
+                energy = meter.charge_mj(threads, cpu - first_cpu)
                 last_cpu = cpu
             if previous_evaluated:  # the measurement covers this stage alone
                 costs.observe(index, elapsed, stage_mj)
