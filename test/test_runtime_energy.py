@@ -118,8 +118,8 @@ def test_power_model_charges_a_stage_its_own_compute_time():
         energy = model.stage_mj(mark)
         assert model.active_w(threads) * 20 <= energy <= model.active_w(threads) * 1000
     reading = model.read()
-    time.sleep(0.01)  # asleep is not waiting for a CPU: a blocked call is charged
-    assert model.energy_mj(reading, model.read(), threads=1) >= model.active_w(1) * 9
+    time.sleep(0.05)  # asleep is not waiting for a CPU: a blocked call is charged
+    assert model.energy_mj(reading, model.read(), threads=1) >= model.active_w(1) * 25
 
 
 def test_hwmon_power_sensor_is_integrated(tmp_path):

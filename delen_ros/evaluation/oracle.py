@@ -73,17 +73,17 @@ class LatencyTable:
 
 
 def _time_frame(network, x: torch.Tensor,
-                cpu_clock: Callable[[], float]) -> Tuple[List[float], List[float]]:
-    """Return wall and CPU ms of the plain path to every exit (stages 0..k, then head k)."""
+                clock: Callable[[], float]) -> Tuple[List[float], List[float]]:
+    """Return wall and compute ms of the plain path to every exit (stages 0..k, then head k)."""
     stage, head, stage_cpu, head_cpu = [], [], [], []
     features = x
     with torch.inference_mode():
         for stage_module, head_module in zip(network.stages, network.heads):
-            start, start_cpu = time.perf_counter(), cpu_clock()
+            start, start_cpu = time.perf_counter(), clock()
             features = stage_module(features)
-            middle, middle_cpu = time.perf_counter(), cpu_clock()
+            middle, middle_cpu = time.perf_counter(), clock()
             head_module(features)
-            end, end_cpu = time.perf_counter(), cpu_clock()
+            end, end_cpu = time.perf_counter(), clock()
             stage.append((middle - start) * 1e3)
             head.append((end - middle) * 1e3)
             stage_cpu.append((middle_cpu - start_cpu) * 1e3)
@@ -107,6 +107,7 @@ def measure_latencies(network, inputs: torch.Tensor, *, thread_counts: Sequence[
     """
     samples: Dict[Tuple[bool, int, int], List[float]] = {}
     cpu_samples: Dict[Tuple[bool, int, int], List[float]] = {}
+    clock = PowerModel.compute_clock
     saved = torch.get_num_threads()
     frame_ids = itertools.cycle(range(len(inputs)))
     try:
@@ -118,13 +119,12 @@ def measure_latencies(network, inputs: torch.Tensor, *, thread_counts: Sequence[
             try:
                 for threads in thread_counts:
                     apply_threads(threads)
-                    cpu_clock = PowerModel.compute_clock
-                    _time_frame(network, inputs[:1], cpu_clock)  # warm this thread count
+                    _time_frame(network, inputs[:1], clock)  # warm this thread count
                     deadline = time.monotonic() + max_seconds
                     for _ in range(frames):
                         time.sleep(gap_s)
                         index = next(frame_ids)
-                        wall, cpu = _time_frame(network, inputs[index:index + 1], cpu_clock)
+                        wall, cpu = _time_frame(network, inputs[index:index + 1], clock)
                         for exit_index in range(network.num_exits):
                             key = (loaded, threads, exit_index)
                             samples.setdefault(key, []).append(wall[exit_index])

@@ -32,8 +32,9 @@ class _Schedstat:
 
     def __init__(self) -> None:
         self.last_ns = 0
+        self.fd: Optional[int] = None
         try:
-            self.fd: Optional[int] = os.open('/proc/thread-self/schedstat', os.O_RDONLY)
+            self.fd = os.open('/proc/thread-self/schedstat', os.O_RDONLY)
             self.run_delay_ns()
         except (OSError, ValueError, IndexError):
             self.close()
@@ -44,7 +45,7 @@ class _Schedstat:
         return self.last_ns
 
     def close(self) -> None:
-        fd, self.fd = getattr(self, 'fd', None), None
+        fd, self.fd = self.fd, None
         if fd is not None:
             os.close(fd)
 

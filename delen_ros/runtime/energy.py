@@ -378,8 +378,8 @@ class PowerModel(EnergyMeter):
     its wall time less the time it waited runnable for a CPU (``compute_clock``), so the power
     another process draws while it preempts ours stays out of this request's account. The
     thread's CPU clock is not read: on Linux that read ends a used-up time slice at once, and
-    under a CPU load it preempted the serving thread in the middle of a frame (the evaluation's
-    contention at a 4 ms bound: 46-50 % of the frames late while loaded, against 11-13 %).
+    under a CPU load it preempted the serving thread in the middle of a frame
+    (docs/serving_path.md, "Reading the thread's CPU clock ended its time slice").
     """
 
     measured = False

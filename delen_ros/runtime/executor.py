@@ -175,7 +175,7 @@ class ConditionalExecutor:
             first_reading = last_reading = meter.read()
         else:
             clock = meter.compute_clock
-            first_cpu = last_cpu = clock()
+            first_s = last_s = clock()
         start = perf_counter()
         status = None
         for index in range(num_exits):
@@ -197,10 +197,10 @@ class ConditionalExecutor:
                 energy = meter.energy_mj(first_reading, reading, threads=threads)
                 last_reading = reading
             else:
-                cpu = clock()
-                stage_mj = meter.charge_mj(threads, cpu - last_cpu)
-                energy = meter.charge_mj(threads, cpu - first_cpu)
-                last_cpu = cpu
+                now_s = clock()
+                stage_mj = meter.charge_mj(threads, now_s - last_s)
+                energy = meter.charge_mj(threads, now_s - first_s)
+                last_s = now_s
             if previous_evaluated:  # the measurement covers this stage alone
                 costs.observe(index, elapsed, stage_mj)
                 profiled_ms += median[index]
