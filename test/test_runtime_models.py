@@ -195,3 +195,64 @@ def test_a_deeper_model_added_later_serves_a_tenant_pinned_to_it_with_its_policy
         'fmnist_compact_resnet', 3)
     snapshot = server.stats('t')
     assert snapshot.failed == 0 and snapshot.exit_counts == (0, 0, 0, 1)
+
+
+def _record_calls(network):
+    """Record (kind, index, batch size, torch threads) of every stage and head call."""
+    calls, handles = [], []
+    for kind, modules in (('stage', network.stages), ('head', network.heads)):
+        for index, module in enumerate(modules):
+            def record(module, args, kind=kind, index=index):
+                calls.append((kind, index, args[0].shape[0], torch.get_num_threads()))
+            handles.append(module.register_forward_pre_hook(record))
+    return calls, handles
+
+
+def test_warm_up_runs_every_stage_and_head_at_each_batch_size_and_thread_count(family):
+    served = family.served_model()
+    calls, handles = _record_calls(served.model.network)
+    saved = torch.get_num_threads()
+    try:
+        count = served.warm_up(batch_sizes=range(1, 4), thread_counts=[2, 1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    expected = {(kind, index, size, threads) for kind in ('stage', 'head')
+                for index in range(served.num_exits) for size in (1, 2, 3) for threads in (1, 2)}
+    assert set(calls) == expected and count == len(calls) == len(expected)
+    assert torch.get_num_threads() == saved
+    with pytest.raises(ValueError, match='positive batch sizes'):
+        served.warm_up(batch_sizes=[0], thread_counts=[1])
+
+
+def test_the_server_warms_each_model_once_before_serving_and_not_while_serving():
+    server = InferenceServer.from_checkpoint(path=ANYTIME, models=[TRADITIONAL], threads=1,
+                                             max_batch=3)
+    calls, handles = _record_calls(server.served_model('fmnist_small_resnet').model.network)
+    try:
+        report = server.warm_up()
+        assert 'fmnist_compact_resnet, fmnist_small_resnet' in report
+        assert 'at batch 1-3' in report and server.warm_up_ms > 0
+        assert {size for _, _, size, _ in calls} == {1, 2, 3}
+        assert server.warm_up() is None  # each model once
+        events = []
+        server._on_event = lambda kind, text: events.append(kind)
+        with server:
+            assert 'warm_up' not in events  # already warm
+            with pytest.raises(RuntimeError, match='before start'):
+                server.warm_up()
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_a_server_told_not_to_warm_up_runs_no_model_at_start():
+    server = InferenceServer.from_checkpoint(path=ANYTIME, threads=1, warm_up=False)
+    calls, handles = _record_calls(server.model.network)
+    try:
+        with server:
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [] and server.warm_up_ms == 0.0

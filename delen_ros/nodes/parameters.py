@@ -81,6 +81,10 @@ SERVER_PARAMETERS = (
                   'serving threads: the first takes the frames; the others serve waiting '
                   'frames beside it only while one thread could not answer them in time '
                   '(default: 2 where this process may use 2 cores)', 1, 16, 1, read_only=True),
+    ParameterSpec('warm_up', 'bool', True,
+                  'run every model at each batch size up to max_batch and each thread count '
+                  'before serving, so the first frames do not pay for building the kernels '
+                  '(a few hundred ms at start-up; logged)', read_only=True),
     ParameterSpec('cpu_priority', 'string', 'none',
                   'priority of the serving threads: none, nice:<-20..19> or '
                   'realtime:<1..99> (SCHED_FIFO; needs CAP_SYS_NICE or an rtprio limit)',

@@ -155,7 +155,8 @@ class ServingCore:
             platform=value('platform') or None, threads=value('threads'),
             clock=time.monotonic, on_result=self._result_callback,
             max_batch=value('max_batch'), cpu_priority=value('cpu_priority'),
-            workers=value('workers'), on_event=self._runtime_event_callback)
+            workers=value('workers'), warm_up=value('warm_up'),
+            on_event=self._runtime_event_callback)
         self._intake = ImageIntake(self.node)
         self._server.attach_source(self._intake)
         self._budgets = BudgetAdjustments(self.node, self._server,
@@ -169,6 +170,9 @@ class ServingCore:
             raise
         for info in self._server.models():
             self.node.get_logger().info(f'model {info.describe()}')
+        report = self._server.warm_up() if value('warm_up') else None
+        if report:
+            self.node.get_logger().info(report)
 
     def _check_models_used(self) -> None:
         """Refuse a model whose input or classes differ from the first unless a tenant pins it."""
@@ -814,6 +818,7 @@ class ServingCore:
             'batched_frames': server.batched_frames,
             'delivery_ms': f'{server.delivery_ms:.2f}',
             'cpu_priority': server.priority_report or server.cpu_priority,
+            'warm_up_ms': f'{server.warm_up_ms:.0f}',
             'frames_taken_by_worker': self._intake.taken,
             'intake_wait_ms_p50': self._intake.waited_p50(),
             'worker_waits': self._intake.waits, 'worker_wakeups': self._intake.wakeups,

@@ -12,14 +12,14 @@ import functools
 import hashlib
 from pathlib import Path
 import time
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Iterable, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from .cost import CostModel
 from .energy import EnergyMeter, PowerModel
-from .executor import ConditionalExecutor
+from .executor import apply_threads, ConditionalExecutor
 from ..engine import load_checkpoint, LoadedModel, resolve_model_path, serving_network
 from ..engine.profiling import default_profile_path, load_profile, ModelProfile, ProfileError
 from ..imaging import ModelInputTransform
@@ -95,6 +95,36 @@ class ServedModel:
             load_s=float(load_s), exit_accuracy=tuple(profile.exit_accuracy),
             final_ms=profile.exit_latency_ms(self.num_exits - 1, min(profile.thread_counts)),
             folded_norms=folded_norms)
+
+    def warm_up(self, *, batch_sizes: Iterable[int], thread_counts: Iterable[int]) -> int:
+        """
+        Run every stage and exit head once per thread count and batch size; return the calls.
+
+        The first call of a convolution at a new input shape or thread count builds its
+        kernels: the shipped model's stages and heads took 2.5-4.5 ms more at a new batch size
+        than the next time (docs/serving_path.md, "Warm-up"). Not while serving: it sets
+        torch's thread count, and puts back the one it found.
+        """
+        sizes = sorted({int(size) for size in batch_sizes})
+        counts = sorted({int(threads) for threads in thread_counts})
+        if not sizes or sizes[0] < 1 or not counts or counts[0] < 1:
+            raise ValueError(f'warm-up needs positive batch sizes and thread counts, got '
+                             f'{sizes} and {counts}')
+        spec, network = self.spec, self.model.network
+        saved, calls = torch.get_num_threads(), 0
+        try:
+            with torch.inference_mode():
+                for threads in counts:
+                    apply_threads(threads)
+                    for size in sizes:
+                        features = torch.zeros(size, spec.channels, spec.height, spec.width)
+                        for stage, head in zip(network.stages, network.heads):
+                            features = stage(features)
+                            head(features)
+                            calls += 2
+        finally:
+            apply_threads(saved)
+        return calls
 
     def interchangeable_with(self, other: 'ServedModel') -> bool:
         """Return True when both take the same input and answer with the same classes."""

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -263,6 +263,8 @@ class InferenceServer:
     one thread gets a fair share only (docs/serving_path.md).
     ``model`` is the first model of the family; ``add_model`` adds others (ALERT's choice of
     model x exit x threads); ``model_name`` names the first (default: its file's stem).
+    ``warm_up``: ``start`` first runs every model not yet warmed at each batch size and thread
+    count serving may use (``warm_up()``), so no frame pays for building the kernels.
     """
 
     def __init__(self, model: LoadedModel, profile: ModelProfile, *,
@@ -273,7 +275,8 @@ class InferenceServer:
                  stats_window: int = 1000, cost_sigma: float = 2.0, max_batch: int = 8,
                  cpu_priority: str = 'none', workers: int = 1,
                  on_event: Optional[Callable[[str, str], None]] = None,
-                 model_name: Optional[str] = None, load_s: float = 0.0) -> None:
+                 model_name: Optional[str] = None, load_s: float = 0.0,
+                 warm_up: bool = True) -> None:
         if isinstance(threads, bool) or int(threads) != threads or threads < 1:
             raise ValueError(f'threads must be a positive integer, got {threads!r}')
         if results_size < 1:
@@ -354,6 +357,9 @@ class InferenceServer:
         self._loop_errors = 0
         self._idle_task: Optional[Callable[[], Optional[float]]] = None
         self.idle_task_errors = 0
+        self._warm_up_at_start = bool(warm_up)
+        self._warmed: Set[str] = set()  # the models warm_up has run
+        self.warm_up_ms = 0.0  # the time warm_up took, all calls together
 
     @classmethod
     def from_checkpoint(cls, *, path: Union[str, Path, None] = None,
@@ -730,10 +736,43 @@ class InferenceServer:
         """Why the worker stopped serving, if it did so unasked (else None)."""
         return self._fatal
 
+    def warm_up(self) -> Optional[str]:
+        """
+        Run each model not yet warmed at every batch size and thread count serving may use.
+
+        The batch sizes go up to ``max_batch``. Returns one line saying what it did (None:
+        nothing to do). RuntimeError while serving: it sets torch's thread count, which the
+        workers use.
+        """
+        if self._worker is not None:
+            raise RuntimeError('warm_up runs before start, not while serving')
+        cold = [served for served in self._models.values() if served.name not in self._warmed]
+        if not cold:
+            return None
+        cores = available_cores()
+        started = time.perf_counter()
+        calls, counts = 0, set()
+        for served in cold:
+            threads = {t for t in served.cost.thread_counts if t <= cores}
+            threads.add(min(self.threads, cores))
+            calls += served.warm_up(batch_sizes=range(1, self.max_batch + 1),
+                                    thread_counts=threads)
+            counts |= threads
+            self._warmed.add(served.name)
+        took_ms = (time.perf_counter() - started) * 1e3
+        self.warm_up_ms += took_ms
+        return (f'warmed up {", ".join(served.name for served in cold)}: {calls} stage and head '
+                f'calls at batch 1-{self.max_batch} and {sorted(counts)} threads in '
+                f'{took_ms:.0f} ms')
+
     def start(self) -> 'InferenceServer':
         """Start the inference workers (frames already queued are served first, EDF)."""
         if self._worker is not None:
             raise RuntimeError('server already started')
+        if self._warm_up_at_start:
+            report = self.warm_up()
+            if report and self._on_event is not None:
+                self._on_event('warm_up', report)
         self._scheduler.reopen()
         self._fatal = None
         frozen = freeze_loaded_objects()
