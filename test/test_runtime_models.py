@@ -226,8 +226,10 @@ def test_warm_up_runs_every_stage_and_head_at_each_batch_size_and_thread_count(f
 
 
 def test_the_server_warms_each_model_once_before_serving_and_not_while_serving():
+    events = []
     server = InferenceServer.from_checkpoint(path=ANYTIME, models=[TRADITIONAL], threads=1,
-                                             max_batch=3)
+                                             max_batch=3,
+                                             on_event=lambda kind, text: events.append(kind))
     calls, handles = _record_calls(server.served_model('fmnist_small_resnet').model.network)
     try:
         report = server.warm_up()
@@ -235,8 +237,6 @@ def test_the_server_warms_each_model_once_before_serving_and_not_while_serving()
         assert 'at batch 1-3' in report and server.warm_up_ms > 0
         assert {size for _, _, size, _ in calls} == {1, 2, 3}
         assert server.warm_up() is None  # each model once
-        events = []
-        server._on_event = lambda kind, text: events.append(kind)
         with server:
             assert 'warm_up' not in events  # already warm
             with pytest.raises(RuntimeError, match='before start'):

@@ -101,7 +101,7 @@ class ServedModel:
         Run every stage and exit head once per thread count and batch size; return the calls.
 
         The first call of a convolution at a new input shape or thread count builds its
-        kernels: the shipped model's stages and heads took 2.5-4.5 ms more at a new batch size
+        kernels: the shipped model's stages and heads took 2.4-4.7 ms more at a new batch size
         than the next time (docs/serving_path.md, "Warm-up"). Not while serving: it sets
         torch's thread count, and puts back the one it found.
         """
