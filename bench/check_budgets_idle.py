@@ -129,7 +129,8 @@ def main():
     watcher = Watcher(node, tenants, expected)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     try:
         started = time.monotonic()
         while not watcher.all_reported():
@@ -149,7 +150,11 @@ def main():
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=60)
+        # Join the spinning thread before exit: a daemon thread still inside rcl when the
+        # interpreter finalizes aborts the process ('terminate called without an active
+        # exception'), as it did once in CI on 2026-12-05.
         executor.shutdown(timeout_sec=5.0)
+        spinner.join(timeout=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
     for tenant, count in watcher.statuses.items():
