@@ -1,5 +1,6 @@
 """The serving loop: frame sources, EDF at stage boundaries, batches, shares, failures."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,8 @@ from delen_ros.engine import fashion_mnist
 from delen_ros.evaluation.load import CpuLoad
 from delen_ros.runtime import Goal, InferenceServer, Plan, Policy
 from delen_ros.runtime.policies import available_cores, register_policy, thread_counts_left
-from delen_ros.runtime.priority import apply_priority, parse_priority, PriorityError
+from delen_ros.runtime.priority import apply_priority, parse_priority, PriorityError, \
+    thread_slice_us
 from delen_ros.runtime.run_queue import FreeCores, RunQueue
 from delen_ros.runtime.scheduler import Request
 import pytest
@@ -360,7 +362,8 @@ def test_cpu_priority_is_parsed_and_applied_or_explained():
     assert parse_priority('none') == ('none', 0)
     assert parse_priority('nice:5') == ('nice', 5)
     assert parse_priority('realtime:10') == ('realtime', 10)
-    for bad in ('nice', 'nice:99', 'realtime:0', 'fast', 'none:3'):
+    assert parse_priority('slice:100') == ('slice', 100)
+    for bad in ('nice', 'nice:99', 'realtime:0', 'fast', 'none:3', 'slice:50', 'slice:1e3'):
         with pytest.raises(PriorityError):
             parse_priority(bad)
     reports = {}
@@ -375,6 +378,27 @@ def test_cpu_priority_is_parsed_and_applied_or_explained():
     assert reports['none'] is None
     assert reports['nice:3'].endswith('nice 3')  # lowering priority needs no rights
     assert 'SCHED_FIFO' in reports['realtime:10'] or 'CAP_SYS_NICE' in reports['realtime:10']
+
+
+def test_a_time_slice_is_set_on_the_serving_thread_only_or_explained():
+    seen = {}
+
+    def in_a_thread():
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, 3)
+        seen['before'] = thread_slice_us()
+        seen['report'] = apply_priority('slice:250')
+        seen['after'], seen['nice'] = thread_slice_us(), os.getpriority(os.PRIO_PROCESS, tid)
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    if seen['before'] is None:  # the kernel keeps no slice per thread (before Linux 6.12)
+        assert 'not applied' in seen['report']
+        return
+    assert seen['report'].endswith('time slice 250 µs'), seen['report']
+    assert seen['after'] == 250 and seen['nice'] == 3  # the nice level is kept
+    assert thread_slice_us() == seen['before']  # this thread keeps the kernel's slice
 
 
 def test_a_bad_cpu_priority_is_refused(model, profile):

@@ -86,8 +86,9 @@ SERVER_PARAMETERS = (
                   'before serving, so the first frames do not pay for building the kernels '
                   '(a few hundred ms at start-up; logged)', read_only=True),
     ParameterSpec('cpu_priority', 'string', 'none',
-                  'priority of the serving threads: none, nice:<-20..19> or '
-                  'realtime:<1..99> (SCHED_FIFO; needs CAP_SYS_NICE or an rtprio limit)',
+                  'priority of the serving threads: none, nice:<-20..19>, realtime:<1..99> '
+                  '(SCHED_FIFO; needs CAP_SYS_NICE or an rtprio limit) or slice:<100..100000> '
+                  '(a time slice in µs: wakes ahead of CPU hogs; no rights needed; Linux 6.12+)',
                   read_only=True),
     ParameterSpec('fallback_latency_ms', 'double', 100.0,
                   'latency bound of a tenant whose latency_ms is 0 while its publishers '

@@ -253,14 +253,14 @@ class InferenceServer:
     1 keeps latency steady when other processes compete for the cores (docs/runtime.md).
     ``clock`` gives the time base of source stamps (seconds; ``time.time`` like ROS stamps).
     ``max_batch``: most frames (of different tenants, already waiting) run as one batch; 1
-    turns batching off. ``cpu_priority``: 'none', 'nice:<n>' or 'realtime:<priority>' for the
-    worker threads (runtime/priority.py). ``on_event(kind, text)``: told about errors in the
-    serving loop ('error') and how the priority was applied ('priority'). ``workers``: serving
-    threads. The first takes frames from the source and runs the idle task; each runs one job
-    at a time, and they share the queues, EDF and the cost model under one lock that is let go
-    while a stage computes (torch lets go of the GIL inside its operators). A second worker
-    serves a waiting frame while the first computes: more of the CPU under contention, where
-    one thread gets a fair share only (docs/serving_path.md).
+    turns batching off. ``cpu_priority``: 'none', 'nice:<n>', 'realtime:<priority>' or
+    'slice:<µs>' for the worker threads (runtime/priority.py). ``on_event(kind, text)``: told
+    about errors in the serving loop ('error') and how the priority was applied ('priority').
+    ``workers``: serving threads. The first takes frames from the source and runs the idle
+    task; each runs one job at a time, and they share the queues, EDF and the cost model under
+    one lock that is let go while a stage computes (torch lets go of the GIL inside its
+    operators). A second worker serves a waiting frame while the first computes: more of the
+    CPU under contention, where one thread gets a fair share only (docs/serving_path.md).
     ``model`` is the first model of the family; ``add_model`` adds others (ALERT's choice of
     model x exit x threads); ``model_name`` names the first (default: its file's stem).
     ``warm_up``: ``start`` first runs every model not yet warmed at each batch size and thread
