@@ -192,10 +192,16 @@ class Answer:
     frame: str
     received_s: float
     threads: int = 0  # intra-op threads of the job (0: the peers, which do not say)
+    published_ms: float = float('nan')  # stamp to the answer's source timestamp (its write)
 
 
 def _stamp_ns(header):
     return header.stamp.sec * 10 ** 9 + header.stamp.nanosec
+
+
+def _published_ms(msg, info):
+    source_ns = info.get('source_timestamp')
+    return (source_ns - _stamp_ns(msg.header)) / 1e6 if source_ns else float('nan')
 
 
 def _arrival_ms(msg, info, now_ns):
@@ -237,7 +243,7 @@ class Receiver:
                         exit_index,
                         int(msg.class_id) == int(label), float(msg.compute_ms),
                         float(msg.deadline_ms), msg.header.frame_id, now_ns / 1e9,
-                        int(msg.num_threads))
+                        int(msg.num_threads), _published_ms(msg, info))
         with self.lock:
             self.answers[msg.tenant, tag].append(answer)
 
@@ -577,6 +583,32 @@ def longest_gap_ms(answers):
     return max((b - a for a, b in zip(times, times[1:])), default=float('nan')) * 1e3
 
 
+def wake_table(results, rows, phase='contention'):
+    """Markdown lines: the answers' time before their write, in transport and in the callback."""
+    lines = ['| row | system | stamp to written p50 / p90 ms | written to arrival p50 / p90 ms '
+             '| over 3 ms % | arrival to callback p50 / p90 ms | over 3 ms % |',
+             '|---' * 7 + '|']
+    for key in rows:
+        for label, cells in results.items():
+            answers = cells[key, phase].answers
+            written = [a.published_ms for a in answers if a.published_ms == a.published_ms]
+            hop = [a.arrival_ms - a.published_ms for a in answers
+                   if a.published_ms == a.published_ms]
+            callback = [a.latency_ms - a.arrival_ms for a in answers]
+            lines.append(f'| {ROWS[key][0]} | {label} | {_spread(written)} | {_spread(hop)} | '
+                         f'{_fmt(_over_pct(hop, 3.0))} | {_spread(callback)} | '
+                         f'{_fmt(_over_pct(callback, 3.0))} |')
+    return lines
+
+
+def _spread(values):
+    return f'{_fmt(_p(values, 50), 2)} / {_fmt(_p(values, 90), 2)}'
+
+
+def _over_pct(values, limit_ms):
+    return 100.0 * _mean([v > limit_ms for v in values])
+
+
 def summary_table(results, rows, share=Cell.in_time_pct):
     labels = list(results)
     lines = ['| stream | ' + ' | '.join(labels) + ' |', '|---' * (len(labels) + 1) + '|']
@@ -720,6 +752,11 @@ def main(argv=None):
     print('\nPer row and phase (in time and answered: % of frames published; latency, '
           'accuracy and exit: of the answers):\n')
     print('\n'.join(detail_table(results, args.rows)))
+    print("\nUnder contention, where the answers' time went: stamp to the answer's write (its "
+          "source timestamp), its trip to the middleware's receive timestamp here (the wake-up "
+          "of its receive thread) and the wait for this process's callback; a wait over 3 ms "
+          'is most likely a scheduler tick (docs/serving_path.md):\n')
+    print('\n'.join(wake_table(results, args.rows)))
     counter_lines = counter_table(counted, args.rows)
     if counter_lines:
         print("\nThe server's counters over each phase (changes in its /diagnostics):\n")
