@@ -35,6 +35,7 @@ import collections
 import contextlib
 from dataclasses import dataclass
 import json
+import math
 import os
 from pathlib import Path
 import platform
@@ -591,9 +592,9 @@ def wake_table(results, rows, phase='contention'):
     for key in rows:
         for label, cells in results.items():
             answers = cells[key, phase].answers
-            written = [a.published_ms for a in answers if a.published_ms == a.published_ms]
-            hop = [a.arrival_ms - a.published_ms for a in answers
-                   if a.published_ms == a.published_ms]
+            timed = [a for a in answers if not math.isnan(a.published_ms)]
+            written = [a.published_ms for a in timed]
+            hop = [a.arrival_ms - a.published_ms for a in timed]
             callback = [a.latency_ms - a.arrival_ms for a in answers]
             lines.append(f'| {ROWS[key][0]} | {label} | {_spread(written)} | {_spread(hop)} | '
                          f'{_fmt(_over_pct(hop, 3.0))} | {_spread(callback)} | '

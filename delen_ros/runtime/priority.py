@@ -121,7 +121,7 @@ def _sched_attr(tid: int) -> Optional[_SchedAttr]:
 def _syscall(which: int, *args) -> int:
     """Run sched_setattr (0) or sched_getattr (1); return 0 or the errno."""
     numbers = _SYSCALLS.get(platform.machine())
-    if numbers is None or not hasattr(ctypes, 'CDLL'):
+    if numbers is None:
         return 38  # ENOSYS
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.syscall(numbers[which], *args) == 0:
